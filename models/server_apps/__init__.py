@@ -1,0 +1,1 @@
+"""FastAPI apps (``create_app`` factories) and their shared wire protocol."""

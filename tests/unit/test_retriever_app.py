@@ -1,0 +1,83 @@
+"""The retriever app answers both search forms and turns every kind of bad input into a 4xx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models.corpus import load_corpus
+from models.retrievers import BM25Retriever
+from models.server_apps.retriever_app import ServerLimits, create_app
+
+LIMITS = ServerLimits(max_k=100, max_query_chars=2_000, max_batch=8)
+
+# (method, path, kwargs for the request, expected status, text the error must contain)
+BAD_REQUESTS = [
+    ("GET", "/search", {}, 422, "query"),
+    ("GET", "/search", {"params": {"query": "", "k": 5}}, 422, "empty"),
+    ("GET", "/search", {"params": {"query": "   ", "k": 5}}, 422, "empty"),
+    ("GET", "/search", {"params": {"query": "prime", "k": 0}}, 422, "k must be between 1 and 100"),
+    ("GET", "/search", {"params": {"query": "prime", "k": -3}}, 422, "k must be"),
+    ("GET", "/search", {"params": {"query": "prime", "k": 101}}, 422, "k must be"),
+    ("GET", "/search", {"params": {"query": "prime", "k": "ten"}}, 422, "k"),
+    ("GET", "/search", {"params": {"query": "x" * 2_001}}, 413, "2001 characters"),
+    ("POST", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+    ("POST", "/search", {"json": {}}, 422, "queries"),
+    ("POST", "/search", {"json": {"queries": []}}, 422, "queries"),
+    ("POST", "/search", {"json": {"queries": "one string"}}, 422, "queries"),
+    ("POST", "/search", {"json": {"queries": ["ok", ""]}}, 422, "queries[1] is empty"),
+    ("POST", "/search", {"json": {"queries": ["ok"], "k": 0}}, 422, "k must be"),
+    ("POST", "/search", {"json": {"queries": ["ok"], "top": 3}}, 422, "top"),
+    ("POST", "/search", {"json": {"queries": ["q"] * 9}}, 413, "limit is 8"),
+    ("POST", "/search", {"json": {"queries": ["a", "b", "c"], "excluded_ids": [[], []]}}, 422, "one per query"),
+    ("POST", "/search", {"json": {"queries": ["ok"], "k": 2.5}}, 422, "k"),
+    ("GET", "/nowhere", {}, 404, ""),
+]
+
+
+@pytest.fixture(scope="module")
+def client(champ_mirror: Path) -> TestClient:
+    corpus = load_corpus(champ_mirror, "champ")
+    return TestClient(create_app(BM25Retriever.from_corpus(corpus), LIMITS))
+
+
+def test_health_describes_the_retriever(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["retriever"] == "bm25"
+    assert body["corpus"] == "champ" and body["n_docs"] == 89
+
+
+def test_get_search_has_the_reference_shape(client: TestClient, champ_mirror: Path) -> None:
+    corpus = load_corpus(champ_mirror, "champ")
+    doc_id = corpus.doc_ids[10]
+    body = client.get("/search", params={"query": corpus.text_of(doc_id), "k": 3}).json()
+    texts, ids, scores = body["results"]
+    assert len(texts) == len(ids) == len(scores) == 3
+    assert ids[0] == doc_id and texts[0] == corpus.text_of(doc_id)
+    assert scores == sorted(scores, reverse=True)
+    assert body["doc_ids"] == ids and body["scores"] == scores
+
+
+def test_post_search_batches_and_excludes(client: TestClient, champ_mirror: Path) -> None:
+    corpus = load_corpus(champ_mirror, "champ")
+    queries = [corpus.text_of(corpus.doc_ids[i]) for i in (0, 5)]
+    body = client.post("/search", json={"queries": queries, "k": 4, "include_texts": False}).json()
+    assert [r["doc_ids"][0] for r in body["results"]] == [corpus.doc_ids[0], corpus.doc_ids[5]]
+    assert all(r["texts"] == [] and len(r["doc_ids"]) == 4 for r in body["results"])
+    excluded = client.post(
+        "/search", json={"queries": queries, "k": 4, "excluded_ids": [[corpus.doc_ids[0]]]}
+    ).json()["results"]
+    assert all(corpus.doc_ids[0] not in r["doc_ids"] for r in excluded)  # one list applies to every query
+    assert len(excluded[0]["texts"]) == 4
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "message"), BAD_REQUESTS)
+def test_bad_input_is_a_4xx_and_the_server_stays_healthy(
+    client: TestClient, method: str, path: str, kwargs: dict, status: int, message: str
+) -> None:
+    response = client.request(method, path, **kwargs)
+    assert response.status_code == status, response.text
+    assert message in response.text
+    assert client.get("/health").status_code == 200

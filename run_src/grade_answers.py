@@ -1,0 +1,188 @@
+"""Grade predictions against gold answers from a JSONL file; writes the same lines plus ``correct``.
+
+    python -m run_src.grade_answers --input preds.jsonl --output graded.jsonl
+    python -m run_src.grade_answers --input preds.jsonl --output graded.jsonl --llm_judge \
+        --generator_url http://127.0.0.1:8010/v1 --model Qwen/Qwen2.5-7B-Instruct
+
+Each input line is ``{"id": ..., "prediction": ..., "gold": ...}`` (other fields are kept). The
+prediction may be a whole solution: its last ``\\boxed{}`` is the answer, and without one the
+whole text is. Grading is symbolic only (:mod:`models.answer_checking`) unless ``--llm_judge``,
+which asks the generator about every item the symbolic checks rejected. The output is written
+atomically; a summary (n, correct, accuracy) is logged and printed as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from models.answer_checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
+from models.io_utils import atomic_write_jsonl
+from models.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("id", "prediction", "gold")
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    input: str
+    output: str
+    llm_judge: bool
+    generator_url: str
+    model: str
+    timeout_s: float
+    num_workers: int
+    quiet: bool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = load_settings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="JSONL with id, prediction, gold on every line")
+    parser.add_argument("--output", required=True, help="JSONL to write: the input lines plus 'correct'")
+    parser.add_argument("--llm_judge", action="store_true",
+                        help="ask the generator LLM about answers the symbolic checks rejected")
+    parser.add_argument("--generator_url", default=settings.generator_url,
+                        help="OpenAI-compatible base URL for --llm_judge (default: $GENERATOR_URL)")
+    parser.add_argument("--model", default=settings.generator_model,
+                        help="served model name for --llm_judge (default: $GENERATOR_MODEL)")
+    parser.add_argument("--timeout_s", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="time limit of the symbolic check per item; a timeout counts as wrong")
+    parser.add_argument("--num_workers", type=int, default=1, help="symbolic worker processes")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> GradeConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.llm_judge and not args.model:
+        parser.error("--llm_judge needs --model (the served model name) or GENERATOR_MODEL in the environment")
+    if args.timeout_s <= 0:
+        parser.error(f"--timeout_s must be > 0, got {args.timeout_s}")
+    if args.num_workers < 1:
+        parser.error(f"--num_workers must be >= 1, got {args.num_workers}")
+    return GradeConfig(**vars(args))
+
+
+def read_items(path: Path) -> list[dict[str, Any]]:
+    """All records of ``path``, validated before any grading starts.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file, the line and the problem.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path} does not exist; pass a JSONL file with id, prediction, gold")
+    items: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {line_no} is not valid JSON: {err.msg}") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {line_no} must be a JSON object, got {type(record).__name__}")
+            for name in REQUIRED_FIELDS:
+                if name not in record:
+                    raise ValueError(
+                        f"{path} line {line_no} has no {name!r} field; every line needs {', '.join(REQUIRED_FIELDS)}"
+                    )
+            for name in ("prediction", "gold"):
+                value = record[name]
+                if value is not None and not isinstance(value, str | int | float):
+                    raise ValueError(
+                        f"{path} line {line_no}: {name!r} must be a string or number, got {type(value).__name__}"
+                    )
+            items.append(record)
+    return items
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def grade_items(items: list[dict[str, Any]], config: GradeConfig) -> list[GradeResult]:
+    """Symbolic grades in input order (threads share a pool of ``num_workers`` worker processes)."""
+    with SymbolicChecker(num_workers=config.num_workers) as checker:
+
+        def grade_one(record: dict[str, Any]) -> GradeResult:
+            gold = _as_text(record["gold"])
+            if gold is None:
+                return GradeResult(False, None, "", "", "no_answer")
+            return grade(_as_text(record["prediction"]), gold, timeout_s=config.timeout_s, checker=checker)
+
+        with ThreadPoolExecutor(max_workers=config.num_workers) as pool:
+            return list(pool.map(grade_one, items))
+
+
+async def _judge_rejected(
+    items: list[dict[str, Any]], results: list[GradeResult], config: GradeConfig
+) -> tuple[list[GradeResult], int]:
+    """Re-judge rejected items that have an answer; returns the new results and the failure count."""
+    from models.llm_client import LLMServiceError, build_llm_client, config_from_settings
+
+    client = build_llm_client(
+        config_from_settings(load_settings(), "openai-compatible", model=config.model, base_url=config.generator_url)
+    )
+    todo = [i for i, r in enumerate(results) if not r.correct and r.extracted is not None and items[i]["gold"] is not None]
+    logger.info("asking the LLM judge about %d of %d items", len(todo), len(items))
+    failures = 0
+
+    async def judge_one(index: int) -> bool:
+        nonlocal failures
+        try:
+            return await judge_equivalence(client, results[index].extracted or "", str(items[index]["gold"]))
+        except LLMServiceError as err:  # one failed request must not end the run
+            failures += 1
+            logger.warning("LLM judge failed on id %s: %s", items[index]["id"], err)
+            return False
+
+    try:
+        verdicts = await asyncio.gather(*(judge_one(i) for i in todo))
+    finally:
+        await client.aclose()
+    updated = list(results)
+    for index, verdict in zip(todo, verdicts, strict=True):
+        if verdict:
+            old = results[index]
+            updated[index] = GradeResult(True, old.extracted, old.normalized_prediction, old.normalized_gold, "llm_judge")
+    return updated, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    logging.basicConfig(level=logging.WARNING if config.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.info("config: %s", asdict(config))
+    items = read_items(Path(config.input))
+    logger.info("read %d items from %s", len(items), config.input)
+    results = grade_items(items, config)
+    judge_failures = 0
+    symbolic_correct = sum(r.correct for r in results)
+    if config.llm_judge:
+        results, judge_failures = asyncio.run(_judge_rejected(items, results, config))
+    atomic_write_jsonl(config.output, [{**item, "correct": r.correct} for item, r in zip(items, results, strict=True)])
+    n_correct = sum(r.correct for r in results)
+    summary = {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0}
+    methods: dict[str, int] = {}
+    for r in results:
+        methods[r.method] = methods.get(r.method, 0) + 1
+    logger.info("graded %d items: %d correct (%d symbolic, %d by the judge, %d judge failures); methods %s; wrote %s",
+                len(items), n_correct, symbolic_correct, n_correct - symbolic_correct, judge_failures, methods,
+                config.output)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

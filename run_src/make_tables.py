@@ -1,0 +1,531 @@
+"""Rebuild the paper's BRIGHT Tables 1 and 2 from our ``results.json`` files, next to the published numbers.
+
+    python -m run_src.make_tables --results_root outputs/bright --output_dir outputs/tables [--table 1|2|all]
+
+Input: the run directories of :mod:`run_src.evaluate_bright`,
+``<results_root>/<model>/<query_type>/<task>/results.json`` (values are fractions rounded to 5
+decimals, DESIGN.md §3). Table 1 reads query type ``original``, Table 2 ``gpt4_reason`` (which
+query type belongs to which table is stored in the data file, not here). A ``results.json`` at
+another depth, or under a folder that is not a query type, is refused: such a tree was not written
+by ``evaluate_bright`` and guessing what its folders mean would put numbers in the wrong cells.
+
+The paper's numbers are data, ``models/data/paper_results.json`` (transcribed from
+specs/evaluation.md §9.1/§9.2, as Pyserini keeps its 2CR targets), including the map from our model
+names to paper rows. Output in ``--output_dir``:
+
+* ``table<N>.md`` / ``table<N>.tex``: one block per model found under the results root, in the
+  paper's split order: our row, the matched paper row and ``Δ = ours − paper``. Numbers are ×100
+  with one decimal as in the paper; a missing split is ``–`` and never filled. Our average is over
+  the splits present and carries ``*`` when some are missing; its Δ is then taken against the
+  paper's mean over the same splits (the printed average covers all 12, so it would not compare).
+* ``table<N>.png``: grouped bars per split, ours (solid) vs paper (hatched).
+* ``extra_splits.md`` / ``.tex``: tasks that are not among the 12 BRIGHT splits (e.g. ``champ``, the
+  embedded CPU default, or ``<split>_long`` runs), which have no paper numbers.
+* ``tables.json`` (the same numbers, machine-readable), ``config.json`` and ``_SUCCESS`` (last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.corpus import BRIGHT_SPLITS, QUERY_TYPES
+from models.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+PAPER_RESULTS_PATH = Path(__file__).resolve().parent.parent / "models" / "data" / "paper_results.json"
+PAPER_METRIC = "NDCG@10"  # the only metric Tables 1 and 2 report
+MISSING = "–"  # en dash, as the paper prints absent cells
+INCOMPLETE = "*"
+EXPECTED_LAYOUT = "<results_root>/<model>/<query_type>/<task>/results.json (run_src.evaluate_bright's layout)"
+
+# query_type -> model -> task -> metric value as a fraction
+Results = dict[str, dict[str, dict[str, float]]]
+
+
+# ------------------------------------------------------------------------------------------------ paper data
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One printed row; ``scores`` and ``average`` are ×100 as printed."""
+
+    key: str
+    name: str
+    copied_from_bright: bool  # the paper's ⋆: numbers copied from the BRIGHT paper
+    scores: dict[str, float]
+    average: float
+
+    @property
+    def label(self) -> str:
+        return self.name + ("⋆" if self.copied_from_bright else "")
+
+    def mean_over(self, splits: list[str]) -> float:
+        return sum(self.scores[s] for s in splits) / len(splits)
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    number: str
+    title: str
+    query_type: str
+    source: str
+    rows: dict[str, PaperRow]  # key -> first row with that key (repeated rows are checked, then dropped)
+
+
+@dataclass(frozen=True)
+class PaperResults:
+    metric: str
+    splits: tuple[str, ...]
+    split_labels: dict[str, str]
+    tables: dict[str, PaperTable]
+    model_map: dict[str, str]  # our model name -> paper row key
+
+
+def load_paper_results(path: str | Path = PAPER_RESULTS_PATH) -> PaperResults:
+    """Read and check the data file: the 12 splits in BRIGHT order, complete rows, known map targets."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    splits = tuple(data["splits"])
+    if splits != BRIGHT_SPLITS:
+        raise ValueError(f"{path}: 'splits' must be the 12 BRIGHT splits in order {list(BRIGHT_SPLITS)}, got {splits}")
+    tables: dict[str, PaperTable] = {}
+    for number, table in data["tables"].items():
+        rows: dict[str, PaperRow] = {}
+        for raw in table["rows"]:
+            if set(raw["scores"]) != set(splits):
+                raise ValueError(f"{path}: table {number} row {raw['key']!r} must give exactly the 12 splits")
+            row = PaperRow(raw["key"], raw["name"], bool(raw["copied_from_bright"]), raw["scores"], raw["average"])
+            if raw["key"] in rows:
+                if not raw.get("repeat_of_earlier_row") or rows[raw["key"]].scores != row.scores:
+                    raise ValueError(f"{path}: table {number} repeats key {raw['key']!r} with other numbers")
+                continue
+            rows[row.key] = row
+        tables[number] = PaperTable(number, table["title"], table["query_type"], table["source"], rows)
+    known = {key for table in tables.values() for key in table.rows}
+    model_map = {k: v for k, v in data["model_map"].items() if not k.startswith("_")}
+    unknown = sorted(v for v in model_map.values() if v not in known)
+    if unknown:
+        raise ValueError(f"{path}: model_map points at unknown paper rows {unknown}; known keys: {sorted(known)}")
+    return PaperResults(data["metric"], splits, data["split_labels"], tables, model_map)
+
+
+# ------------------------------------------------------------------------------------------------ our results
+
+
+def collect_results(results_root: str | Path, metric: str) -> Results:
+    """Read ``metric`` from every ``results.json`` under ``results_root`` (layout in the module docstring)."""
+    root = Path(results_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--results_root {root} is not a directory; expected {EXPECTED_LAYOUT}")
+    results: Results = {}
+    paths = sorted(root.rglob("results.json"))
+    if not paths:
+        raise ValueError(f"no results.json under {root}; expected {EXPECTED_LAYOUT}")
+    for path in paths:
+        parts = path.relative_to(root).parts
+        if len(parts) != 4:
+            raise ValueError(
+                f"{path} is {len(parts) - 1} folder(s) below --results_root, expected 3: {EXPECTED_LAYOUT}. "
+                "Point --results_root at the directory that holds the model folders."
+            )
+        model, query_type, task, _ = parts
+        if query_type not in QUERY_TYPES:
+            raise ValueError(
+                f"{path}: folder {query_type!r} is not a query type ({', '.join(QUERY_TYPES)}); expected {EXPECTED_LAYOUT}"
+            )
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or metric not in data:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path} has no {metric!r}; it holds {keys}. Pick one with --metric.")
+        value = data[metric]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"{path}: {metric} = {value!r} is not a fraction in [0, 1] as evaluate_bright writes it "
+                "(tables multiply by 100 themselves)"
+            )
+        results.setdefault(query_type, {}).setdefault(model, {})[task] = float(value)
+    logger.info("read %d results.json files under %s", len(paths), root)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ table model
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """Our model's scores (×100, present splits only) and the paper row it is compared with, if any."""
+
+    model: str
+    scores: dict[str, float]
+    paper: PaperRow | None
+
+
+@dataclass(frozen=True)
+class Table:
+    number: str
+    title: str
+    query_type: str
+    metric: str
+    splits: tuple[str, ...]
+    labels: dict[str, str]
+    rows: tuple[TableRow, ...]
+
+
+def average(scores: dict[str, float], splits: tuple[str, ...]) -> tuple[float | None, list[str]]:
+    """Mean over the splits present, and the splits missing (a non-empty list means: mark it)."""
+    present = [s for s in splits if s in scores]
+    missing = [s for s in splits if s not in scores]
+    return (sum(scores[s] for s in present) / len(present) if present else None), missing
+
+
+def average_delta(row: TableRow, splits: tuple[str, ...]) -> float | None:
+    """Δ of the averages: against the printed average when complete, else the paper's mean over the same splits."""
+    ours, missing = average(row.scores, splits)
+    if ours is None or row.paper is None:
+        return None
+    if not missing:
+        return ours - row.paper.average
+    return ours - row.paper.mean_over([s for s in splits if s in row.scores])
+
+
+def build_table(number: str, results: Results, paper: PaperResults, metric: str, model_map: dict[str, str]) -> Table:
+    """Rows = our models under the table's query type, sorted by name; paper rows only for the paper's metric."""
+    spec = paper.tables[number]
+    models = results.get(spec.query_type, {})
+    rows = []
+    for model in sorted(models):
+        scores = {s: 100.0 * v for s, v in models[model].items() if s in paper.splits}
+        if not scores:
+            continue  # only extra splits (e.g. champ): they go to the extra table
+        matched = spec.rows.get(model_map.get(model, "")) if metric == paper.metric else None
+        rows.append(TableRow(model, scores, matched))
+    return Table(number, spec.title, spec.query_type, metric, paper.splits, paper.split_labels, tuple(rows))
+
+
+def extra_splits(results: Results, query_types: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """query_type -> model -> task (×100) for tasks outside the 12 BRIGHT splits."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for query_type in query_types:
+        for model, tasks in sorted(results.get(query_type, {}).items()):
+            extra = {t: 100.0 * v for t, v in sorted(tasks.items()) if t not in BRIGHT_SPLITS}
+            if extra:
+                out.setdefault(query_type, {})[model] = extra
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return MISSING
+    text = f"{value:+.1f}" if signed else f"{value:.1f}"
+    return "0.0" if text in ("-0.0", "+0.0") else text
+
+
+def _cells(table: Table, row: TableRow) -> list[tuple[str, list[str]]]:
+    """(row kind, 13 cells) for one model block: ours, and with a paper match also paper and Δ."""
+    ours_avg, missing = average(row.scores, table.splits)
+    mark = INCOMPLETE if missing and ours_avg is not None else ""
+    block = [("ours", [fmt(row.scores.get(s)) for s in table.splits] + [fmt(ours_avg) + mark])]
+    if row.paper is not None:
+        paper = row.paper
+        block.append((f"paper: {paper.label}", [fmt(paper.scores[s]) for s in table.splits] + [fmt(paper.average)]))
+        deltas = [
+            fmt(row.scores[s] - paper.scores[s], signed=True) if s in row.scores else MISSING for s in table.splits
+        ]
+        avg_delta = average_delta(row, table.splits)
+        block.append(
+            ("Δ (ours − paper)", deltas + [fmt(avg_delta, signed=True) + (mark if avg_delta is not None else "")])
+        )
+    return block
+
+
+def _footnotes(table: Table) -> list[str]:
+    notes = []
+    for row in table.rows:
+        _, missing = average(row.scores, table.splits)
+        if missing:
+            notes.append(
+                f"`{INCOMPLETE}` {row.model}: average over {len(table.splits) - len(missing)} of {len(table.splits)} "
+                f"splits (missing: {', '.join(missing)}); its Δ uses the paper's mean over the same splits."
+            )
+    if any(r.paper and r.paper.copied_from_bright for r in table.rows):
+        notes.append("⋆ the paper copied these numbers from BRIGHT.")
+    if table.metric != PAPER_METRIC:
+        notes.append(f"The paper reports {PAPER_METRIC} only, so {table.metric} has no paper rows.")
+    return notes
+
+
+def render_markdown(table: Table) -> str:
+    header = ["model", "row", *(table.labels[s] for s in table.splits), "Avg"]
+    lines = [
+        f"### {table.title}",
+        "",
+        f"{table.metric} ×100, query type `{table.query_type}`; rows without a `paper:` line have no mapped paper row.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(table.splits) + 1)) + "|",
+    ]
+    for row in table.rows:
+        for i, (kind, cells) in enumerate(_cells(table, row)):
+            lines.append("| " + " | ".join([row.model if i == 0 else "", kind, *cells]) + " |")
+    if not table.rows:
+        lines.append(f"| (no runs under query type {table.query_type}) |" + " |" * (len(header) - 1))
+    notes = [f"- {note}" for note in _footnotes(table)]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    text = text.replace("`", "")  # Markdown code marks in shared footnotes
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "$": r"\$"}
+    out = "".join(replacements.get(ch, ch) for ch in text)
+    return out.replace("⋆", r"$^\star$").replace("Δ", r"$\Delta$").replace("−", "$-$").replace("×", r"$\times$")
+
+
+def _latex_cell(cell: str) -> str:
+    return cell.replace(MISSING, "--").replace(INCOMPLETE, "$^{*}$")
+
+
+def render_latex(table: Table) -> str:
+    n = len(table.splits) + 1
+    lines = [
+        r"% generated by python -m run_src.make_tables; needs \usepackage{booktabs}",
+        r"\begin{table*}[t]",
+        r"\centering\small",
+        r"\begin{tabular}{ll" + "r" * n + "}",
+        r"\toprule",
+        " & ".join(["Model", "", *(table.labels[s] for s in table.splits), "Avg"]) + r" \\",
+        r"\midrule",
+    ]
+    for index, row in enumerate(table.rows):
+        if index:
+            lines.append(r"\midrule")
+        for i, (kind, cells) in enumerate(_cells(table, row)):
+            first = latex_escape(row.model) if i == 0 else ""
+            lines.append(" & ".join([first, latex_escape(kind), *(_latex_cell(c) for c in cells)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = " ".join([f"{table.title} ({table.metric} ×100, query type {table.query_type}).", *_footnotes(table)])
+    lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines += [rf"\label{{tab:bright-table{table.number}}}", r"\end{table*}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_extra(extra: dict[str, dict[str, dict[str, float]]], metric: str) -> tuple[str, str]:
+    """Markdown and LaTeX for the extra-split tables, one per query type; no averages, no paper numbers."""
+    md, tex = (
+        [f"## Extra splits ({metric} ×100; not in the paper)", ""],
+        [r"% generated by python -m run_src.make_tables"],
+    )
+    for query_type, models in extra.items():
+        tasks = sorted({t for scores in models.values() for t in scores})
+        md += [f"### query type `{query_type}`", "", "| model | " + " | ".join(tasks) + " |"]
+        md.append("|---|" + "---:|" * len(tasks))
+        tex += [r"\begin{table}[t]", r"\centering\small", r"\begin{tabular}{l" + "r" * len(tasks) + "}", r"\toprule"]
+        tex.append(" & ".join(["Model", *(latex_escape(t) for t in tasks)]) + r" \\")
+        tex.append(r"\midrule")
+        for model, scores in models.items():
+            cells = [fmt(scores.get(t)) for t in tasks]
+            md.append(f"| {model} | " + " | ".join(cells) + " |")
+            tex.append(" & ".join([latex_escape(model), *(_latex_cell(c) for c in cells)]) + r" \\")
+        md.append("")
+        caption = latex_escape(f"{metric} ×100 on extra splits, query type {query_type}.")
+        tex += [r"\bottomrule", r"\end{tabular}", r"\caption{" + caption + "}", r"\end{table}"]
+    return "\n".join(md) + "\n", "\n".join(tex) + "\n"
+
+
+def plot_table(table: Table, path: Path) -> Path:
+    """Grouped bars per split and the average: each model's run solid, its paper row hatched in the same colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    groups = [*table.splits, "avg"]
+    series: list[tuple[str, list[float], int, bool]] = []  # label, heights (nan = missing), colour index, is paper
+    for colour, row in enumerate(table.rows):
+        ours_avg, missing = average(row.scores, table.splits)
+        heights = [row.scores.get(s, math.nan) for s in table.splits] + [math.nan if ours_avg is None else ours_avg]
+        present = len(table.splits) - len(missing)
+        label = row.model + (f" (avg over {present}/{len(table.splits)} splits)" if missing else "")
+        series.append((label, heights, colour, False))
+        if row.paper is not None:
+            paper_heights = [row.paper.scores[s] for s in table.splits] + [row.paper.average]
+            series.append((f"paper: {row.paper.label}", paper_heights, colour, True))
+    fig, ax = plt.subplots(figsize=(max(10.0, 1.2 * len(groups)), 4.8))
+    width = 0.8 / max(1, len(series))
+    palette = plt.get_cmap("tab10")
+    for i, (label, heights, colour, is_paper) in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        style = {"alpha": 0.45, "hatch": "//"} if is_paper else {"alpha": 0.95}
+        ax.bar(xs, heights, width, label=label, color=palette(colour % 10), edgecolor="black", linewidth=0.3, **style)
+    ax.set_xticks(range(len(groups)), [table.labels.get(s, s) for s in table.splits] + ["Avg"], rotation=30)
+    ax.set_ylabel(f"{table.metric} ×100")
+    ax.set_title(f"{table.title} (ours vs paper)")
+    if series:
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def table_to_dict(table: Table) -> dict[str, Any]:
+    rows = []
+    for row in table.rows:
+        ours_avg, missing = average(row.scores, table.splits)
+        entry: dict[str, Any] = {"model": row.model, "ours": row.scores, "ours_average": ours_avg, "missing": missing}
+        if row.paper is not None:
+            entry |= {
+                "paper_key": row.paper.key,
+                "paper_name": row.paper.name,
+                "paper": row.paper.scores,
+                "paper_average": row.paper.average,
+                "delta": {s: row.scores[s] - row.paper.scores[s] for s in table.splits if s in row.scores},
+                "delta_average": average_delta(row, table.splits),
+            }
+        rows.append(entry)
+    return {"number": table.number, "query_type": table.query_type, "metric": table.metric, "scale": 100, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------ stage
+
+
+@dataclass(frozen=True)
+class TablesConfig:
+    """Resolved settings; ``config.json`` holds these fields (flag-shaped, so ``--config`` reads it back)."""
+
+    results_root: str
+    output_dir: str
+    table: str
+    metric: str
+    paper_results: str
+    model_map: tuple[str, ...]  # extra NAME=KEY pairs over the data file's map
+
+    @property
+    def table_numbers(self) -> list[str]:
+        return ["1", "2"] if self.table == "all" else [self.table]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m run_src.make_tables", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="JSON of flag values (e.g. a previous config.json); flags given here win")
+    parser.add_argument("--results_root", help=f"root of the evaluation runs (required): {EXPECTED_LAYOUT}")
+    parser.add_argument("--output_dir", help="where the tables, charts and config.json go (required)")
+    parser.add_argument("--table", default="all", choices=["1", "2", "all"], help="paper table(s) to build")
+    parser.add_argument("--metric", default=PAPER_METRIC, help="results.json key; paper numbers exist for NDCG@10 only")
+    parser.add_argument("--paper_results", default=str(PAPER_RESULTS_PATH), help="paper numbers (JSON data file)")
+    parser.add_argument(
+        "--model_map",
+        action="append",
+        default=[],
+        metavar="NAME=KEY",
+        help="compare our model NAME with paper row KEY (repeatable; adds to / overrides the data file's model_map)",
+    )
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TablesConfig:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = parser.parse_args(argv)
+    if first.config:
+        try:
+            data = json.loads(Path(first.config).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            parser.error(f"--config {first.config}: cannot read a JSON object ({err})")
+        fields = {f.name for f in dataclasses.fields(TablesConfig)}
+        unknown = sorted(set(data) - fields - {"derived", "schema_version"})
+        if unknown:
+            parser.error(f"--config {first.config}: unknown keys {unknown}; known: {sorted(fields)}")
+        prefix: list[str] = []
+        for key in sorted(fields & set(data)):
+            values = data[key] if isinstance(data[key], list) else [data[key]]
+            for value in values:
+                prefix += [f"--{key}", str(value)]
+        argv = prefix + argv
+    args = parser.parse_args(argv)
+    for flag in ("results_root", "output_dir"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
+    for pair in args.model_map:
+        if "=" not in pair or not all(pair.split("=", 1)):
+            parser.error(f"--model_map {pair!r}: expected NAME=KEY, e.g. rader=rader-qwen2.5-7b-math-llmq-cot-lexical")
+    pairs = tuple(dict.fromkeys(args.model_map))  # a --config plus the same flag must not double entries
+    return TablesConfig(args.results_root, args.output_dir, args.table, args.metric, args.paper_results, pairs)
+
+
+def make_tables(config: TablesConfig) -> list[Path]:
+    """Build the requested tables and extras; returns the files written (``_SUCCESS`` last)."""
+    paper = load_paper_results(config.paper_results)
+    model_map = dict(paper.model_map) | dict(pair.split("=", 1) for pair in config.model_map)
+    known = {key for table in paper.tables.values() for key in table.rows}
+    unknown = sorted(v for v in model_map.values() if v not in known)
+    if unknown:
+        raise ValueError(f"--model_map names unknown paper rows {unknown}; known keys: {sorted(known)}")
+    results = collect_results(config.results_root, config.metric)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    derived = {"model_map": model_map, "tables": config.table_numbers}
+    atomic_write_json(out / "config.json", {**dataclasses.asdict(config), "derived": derived})
+
+    written: list[Path] = []
+    summary: dict[str, Any] = {}
+    query_types = [paper.tables[n].query_type for n in config.table_numbers]
+    for query_type in sorted(set(results) - set(query_types)):
+        logger.info(
+            "query type %s is in no requested table; its %d model(s) are skipped", query_type, len(results[query_type])
+        )
+    for number in config.table_numbers:
+        table = build_table(number, results, paper, config.metric, model_map)
+        if not table.rows:
+            logger.warning("table %s: no model has %s results on a BRIGHT split; skipped", number, table.query_type)
+            continue
+        unmatched = [r.model for r in table.rows if r.paper is None]
+        if unmatched and config.metric == paper.metric:
+            logger.info("table %s: no paper row mapped for %s (add --model_map NAME=KEY)", number, unmatched)
+        written.append(atomic_write_text(out / f"table{number}.md", render_markdown(table)))
+        written.append(atomic_write_text(out / f"table{number}.tex", render_latex(table)))
+        written.append(plot_table(table, out / f"table{number}.png"))
+        summary[number] = table_to_dict(table)
+    extra = extra_splits(results, query_types)
+    if extra:
+        markdown, latex = render_extra(extra, config.metric)
+        written.append(atomic_write_text(out / "extra_splits.md", markdown))
+        written.append(atomic_write_text(out / "extra_splits.tex", latex))
+        summary["extra_splits"] = extra
+    if not written:
+        raise ValueError(
+            f"nothing to tabulate: no results for query type(s) {query_types} under {config.results_root} "
+            f"(found query types: {sorted(results)})"
+        )
+    written.append(atomic_write_json(out / "tables.json", summary))
+    written.append(atomic_write_text(out / "_SUCCESS", ""))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(argv)
+    logger.info("config: %s", dataclasses.asdict(config))
+    try:
+        written = make_tables(config)
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return 2
+    print(f"wrote {len(written)} files to {config.output_dir}: " + ", ".join(p.name for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -263,3 +263,11 @@ def prepare_champ_mirror(assets_dir: Path | None = None) -> Path:
 
         assets_dir = load_settings().assets_dir
     return export_champ_mirror(Path(assets_dir) / "bright_mirror")
+
+
+def source_with_champ(source: str, split: str) -> str:
+    """``source`` unchanged, except that split ``champ`` falls back to the embedded CHAMP mirror
+    when ``source`` (a Hub name, a mirror directory or a file) does not hold it."""
+    if split == "champ" and not any((Path(source) / "documents").glob("champ.jsonl*")):
+        return str(prepare_champ_mirror())
+    return source

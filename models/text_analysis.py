@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,6 +92,9 @@ class LuceneEnglishAnalyzer:
         self._java_utils: Any = None
         self._java_string: Any = None
         self._separator_token: str | None = None
+        # One Lucene Analyzer instance is not thread-safe (concurrent calls returned another text's
+        # tokens or raised NullPointerException), and server requests run in a thread pool.
+        self._lock = threading.RLock()
 
     @property
     def name(self) -> str:
@@ -102,11 +106,16 @@ class LuceneEnglishAnalyzer:
 
     def analyze(self, text: str) -> list[str]:
         """Tokens of one text, identical to ``pyserini.analysis.Analyzer(get_lucene_analyzer()).analyze``."""
-        self._ensure_started()
-        return self._analyze_one(text)
+        with self._lock:
+            self._ensure_started()
+            return self._analyze_one(text)
 
     def analyze_batch(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokens of each text, in order; same result as calling :meth:`analyze` on each."""
+        with self._lock:
+            return self._analyze_batch_locked(texts)
+
+    def _analyze_batch_locked(self, texts: Sequence[str]) -> list[list[str]]:
         self._ensure_started()
         results: list[list[str]] = []
         start = 0

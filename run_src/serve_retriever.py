@@ -83,35 +83,25 @@ def parse_config(argv: list[str] | None) -> ServeConfig:
     return ServeConfig(**vars(args))
 
 
-def resolve_source(source: str, split: str) -> str:
-    """Use the embedded CHAMP mirror for ``--split champ`` when the given source lacks it."""
-    if split == "champ" and not any((Path(source) / "documents").glob("champ.jsonl*")):
-        from models.champ import prepare_champ_mirror
-
-        return str(prepare_champ_mirror())
-    return source
-
-
 def build_retriever(config: ServeConfig):  # noqa: ANN201 - returns a models.retrievers.Retriever
+    from models.champ import source_with_champ
     from models.corpus import load_corpus
     from models.retrievers import BM25Retriever, DenseRetriever
 
-    source = resolve_source(config.source, config.split)
+    source = source_with_champ(config.source, config.split)
     corpus = load_corpus(source, config.split, long_context=config.long_context)
     if config.retriever == "bm25":
         return BM25Retriever.from_corpus(corpus, cache_dir=Path(config.cache_root) / "bm25" / corpus.name)
 
-    from models.encoders import EncoderConfig, build_encoder
+    from models.encoder_presets import default_model_name, encoder_config_from_flags
+    from models.encoders import build_encoder
 
-    text_format = PRESETS[config.text_format]
-    pooling = config.pooling or ("eos" if text_format.append_eos else "mean")
-    encoder = build_encoder(EncoderConfig(
-        model_name_or_path=config.model, pooling=pooling, text_format=text_format,
+    encoder = build_encoder(encoder_config_from_flags(
+        config.model, config.text_format, config.pooling,
         query_max_len=config.query_max_len, doc_max_len=config.doc_max_len, batch_size=config.batch_size,
-        backend=config.encoder_backend, server_url=config.encoder_url,
+        encoder_backend=config.encoder_backend, encoder_url=config.encoder_url,
     ))
-    # The text format changes every document vector, so it is part of the default cache name.
-    model_name = config.model_name or f"{Path(config.model.rstrip('/')).name}-{config.text_format}"
+    model_name = config.model_name or default_model_name(config.model, config.text_format)
     return DenseRetriever.from_cache(encoder, corpus, config.cache_root, model_name, task=config.task)
 
 

@@ -242,3 +242,16 @@ def test_lucene_document_text_as_query_ranks_it_first(lucene: LuceneEnglishAnaly
     reloaded = BM25Index.load(tmp_path / "biology", corpus, analyzer=lucene)
     assert json.loads((tmp_path / "biology" / "meta.json").read_text())["analyzer"] == lucene.name
     assert reloaded.search("why do cats purr", k=2) == index.search("why do cats purr", k=2)
+
+
+def test_lucene_analyser_is_safe_under_concurrent_calls(lucene: LuceneEnglishAnalyzer) -> None:
+    # Server requests run in a thread pool; an unguarded Lucene Analyzer returned other texts' tokens.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"The {i} quick foxes jumped over {i * 7} lazy dogs' kennels number{i}" for i in range(200)]
+    expected = [lucene.analyze(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        singles = list(pool.map(lucene.analyze, texts))
+        batches = list(pool.map(lambda i: lucene.analyze_batch(texts[i : i + 5]), range(0, 200, 5)))
+    assert singles == expected
+    assert [tokens for batch in batches for tokens in batch] == expected

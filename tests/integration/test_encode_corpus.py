@@ -1,0 +1,181 @@
+"""``run_src.encode_corpus`` and ``scripts/01_doc_embeddings.sh`` on the CHAMP corpus (89 concepts) with
+all-MiniLM-L6-v2: a clean build, a reuse that touches nothing, a build killed after its first shard that
+a rerun finishes with the same vectors, and the shell script end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.corpus import load_corpus
+from run_src import encode_corpus
+from tests.conftest import REPO_ROOT
+
+CACHE_FILES = ("embeddings.npy", "ids.json", "meta.json", "encode_config.json")
+REAL_BUILD_ENCODER = encode_corpus.build_encoder  # before any test patches it
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Two cores are shared with other test workers."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _argv(model: Path, cache_root: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--split", "champ", "--source", "hf", "--text_format", "plain",
+            "--pooling", "mean", "--cache_root", str(cache_root), "--batch_size", "16", "--quiet", *extra]
+
+
+def _cache(cache_root: Path, model: Path) -> Path:
+    return cache_root / "doc_emb" / f"{model.name}-plain" / "champ"
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
+    return {name: ((directory / name).stat().st_mtime_ns, (directory / name).read_bytes()) for name in CACHE_FILES}
+
+
+class SimulatedKill(BaseException):
+    """Stands in for SIGKILL: a BaseException, so no ``except Exception`` on the way up can absorb it."""
+
+
+class FaultInjectingEncoder:
+    """Delegates to a real encoder and dies on document-encoding call ``fail_on_call`` (1-based)."""
+
+    def __init__(self, inner: Any, fail_on_call: int | None) -> None:
+        self._inner = inner
+        self._fail_on_call = fail_on_call
+        self.calls = 0
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
+        self.calls += 1
+        if self._fail_on_call is not None and self.calls >= self._fail_on_call:
+            raise SimulatedKill(f"simulated kill on encode call {self.calls}")
+        return self._inner.encode_documents(texts, show_progress=show_progress)
+
+    def __getattr__(self, name: str) -> Any:  # dim, describe, config, close, ...
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> FaultInjectingEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+def _wrap_encoder(monkeypatch: pytest.MonkeyPatch, fail_on_call: int | None) -> list[FaultInjectingEncoder]:
+    """Make ``encode_corpus`` build its real encoder inside a :class:`FaultInjectingEncoder`."""
+    built: list[FaultInjectingEncoder] = []
+
+    def build(config: Any) -> FaultInjectingEncoder:
+        built.append(FaultInjectingEncoder(REAL_BUILD_ENCODER(config), fail_on_call))
+        return built[-1]
+
+    monkeypatch.setattr(encode_corpus, "build_encoder", build)
+    return built
+
+
+@pytest.fixture(scope="module")
+def clean_build(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One uninterrupted build, shared by the tests below: (cache root, stdout)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("clean")
+    out = io.StringIO()
+    try:
+        with redirect_stdout(out):
+            assert encode_corpus.main(_argv(minilm_dir, root)) == 0
+    finally:
+        torch.set_num_threads(before)
+    return root, out.getvalue()
+
+
+def test_build_then_reuse(minilm_dir: Path, champ_mirror: Path, clean_build: tuple[Path, str],
+                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    root, stdout = clean_build
+    directory = _cache(root, minilm_dir)
+    embeddings = np.load(directory / "embeddings.npy")
+    assert embeddings.shape == (89, 384) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert json.loads((directory / "ids.json").read_text()) == load_corpus(champ_mirror, "champ").doc_ids
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["n_docs"] == 89 and meta["pooling"] == "mean"
+    recorded = json.loads((directory / "encode_config.json").read_text())
+    assert recorded["config"]["pooling"] == "mean" and recorded["config"]["splits"] == ["champ"]
+    assert recorded["n_docs"] == 89 and recorded["dim"] == 384 and recorded["corpus_name"] == "champ"
+    assert not list(directory.glob("part-*.npy"))
+    assert "champ: built 89 docs, dim 384" in stdout
+
+    before = _snapshot(directory)
+    built = _wrap_encoder(monkeypatch, fail_on_call=None)
+    start = time.perf_counter()
+    assert encode_corpus.main(_argv(minilm_dir, root)) == 0
+    assert time.perf_counter() - start < 30  # loading the model is all it does
+    assert built[0].calls == 0  # nothing encoded
+    assert _snapshot(directory) == before
+    assert "champ: reused 89 docs" in capsys.readouterr().out
+
+
+def test_killed_build_resumes_to_the_clean_result(minilm_dir: Path, clean_build: tuple[Path, str], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    killed_root = tmp_path / "killed"
+    _wrap_encoder(monkeypatch, fail_on_call=2)  # the first 30-document shard is written, then the kill
+    with pytest.raises(SimulatedKill):
+        encode_corpus.main(_argv(minilm_dir, killed_root, "--shard_size", "30"))
+    directory = _cache(killed_root, minilm_dir)
+    assert sorted(p.name for p in directory.glob("part-*.npy")) == ["part-00000.npy"]
+    assert json.loads((directory / "meta.json").read_text())["status"] == "building"
+    assert not (directory / "embeddings.npy").exists() and not (directory / "encode_config.json").exists()
+
+    # The rerun keeps the finished shard (2 of 3 shards left to encode), even with another --shard_size.
+    built = _wrap_encoder(monkeypatch, fail_on_call=None)
+    assert encode_corpus.main(_argv(minilm_dir, killed_root, "--shard_size", "1000")) == 0
+    assert built[0].calls == 2
+    assert "champ: resumed 89 docs" in capsys.readouterr().out
+    assert not list(directory.glob("part-*.npy"))
+    assert json.loads((directory / "encode_config.json").read_text())["cache_shard_size"] == 30
+
+    clean = _cache(clean_build[0], minilm_dir)
+    # Shards change which texts share a padded batch, so equality is up to float rounding.
+    np.testing.assert_allclose(np.load(directory / "embeddings.npy"), np.load(clean / "embeddings.npy"), atol=1e-5)
+    assert (directory / "ids.json").read_bytes() == (clean / "ids.json").read_bytes()
+
+
+def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "RADER_ENV_FILE": str(tmp_path / "no.env"),
+        "BRIGHT_CACHE_DIR": str(tmp_path / "cache"),
+        "TEXT_FORMAT": "plain",
+        "POOLING": "mean",
+        "BATCH_SIZE": "16",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    env.pop("BRIGHT_DIR", None)
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts/01_doc_embeddings.sh"), str(minilm_dir), "champ"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "champ: built 89 docs, dim 384" in done.stdout
+    directory = _cache(tmp_path / "cache", minilm_dir)
+    assert np.load(directory / "embeddings.npy").shape == (89, 384)
+    assert json.loads((directory / "encode_config.json").read_text())["config"]["text_format"] == "plain"

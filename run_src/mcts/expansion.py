@@ -1,0 +1,147 @@
+"""The expansion table (spec ``specs/mcts.md`` §5.3): which actions follow which node, one function per action.
+
+Each action function asks the injected generator for raw results and turns them into child payloads;
+:func:`plan_children` applies the table, including the fallbacks (OST → DA only if nothing else was
+produced; QG → OST + DA if no retrieved theorem survived). Nodes are built by
+:meth:`~run_src.mcts.nodes.ReasoningNode.find_children`, so this module creates no nodes itself.
+
+Usage::
+
+    payloads = plan_children(node)  # e.g. [OstStep, OstStep, QueryGeneration, ...] for an OST node
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from run_src.mcts.actions import RelevanceLabel, RStarActionGenerator
+from run_src.mcts.nodes import (
+    ActionName,
+    DirectAnswer,
+    NodeKind,
+    OstStep,
+    Payload,
+    QueryGeneration,
+    RephrasedQuestion,
+    Retrieval,
+    Subquestion,
+    reach_terminal_ost_step,
+    reach_terminal_subquestion,
+    reward_for_grade,
+)
+
+if TYPE_CHECKING:
+    from run_src.mcts.nodes import ReasoningNode
+
+
+def one_step_thoughts(node: ReasoningNode) -> list[Payload]:
+    """A1: ``num_a1_steps`` OST children; terminal steps are valued at creation (spec §6.2)."""
+    config = node.config
+    if not config.enabled(ActionName.OST):
+        return []
+    generator = node.context.generator
+    children: list[Payload] = []
+    for text in generator.generate_ost_steps(node, config.num_a1_steps):
+        value = None
+        if reach_terminal_ost_step(text):
+            value = reward_for_grade(generator.grade_answer(node, text), config.wrong_answer_reward)
+        children.append(OstStep(text=text, value=value))
+    return children
+
+
+def direct_answer(node: ReasoningNode) -> list[Payload]:
+    """A2/CRS: one DA child from ``num_direct_answer_samples`` completions, keeping the best (spec §5.7)."""
+    config = node.config
+    if not config.enabled(ActionName.DIRECT_ANSWER):
+        return []
+    completions = node.context.generator.generate_direct_answers(node, config.num_direct_answer_samples)
+    if not completions:
+        return []
+    rewards = tuple(reward_for_grade(c.grade, config.wrong_answer_reward) for c in completions)
+    best = max(rewards)
+    text = completions[rewards.index(best)].text  # first completion attaining the maximum
+    value = rewards[-1] if config.reference_da_value else best  # REF S1 only on request
+    return [DirectAnswer(text=text, value=value, sample_rewards=rewards)]
+
+
+def query_generation(node: ReasoningNode) -> list[Payload]:
+    """QG: one child per parsed candidate theorem, while the path holds fewer than ``qg_limit`` QG steps."""
+    config = node.config
+    if not config.enabled(ActionName.QUERY_GENERATION) or node.qg_step_count >= config.qg_limit:
+        return []
+    candidates = tuple(node.context.generator.generate_queries(node, config.num_query_generations))
+    return [
+        QueryGeneration(candidate=candidate, candidate_index=index, all_candidates=candidates)
+        for index, candidate in enumerate(candidates, start=1)
+    ]
+
+
+def retrieval(node: ReasoningNode) -> list[Payload]:
+    """RT: retrieve for a QG node's query; keep, in rank order, theorems not yet on the path and judged relevant.
+
+    The full outcome (every label, accepted or not) is stored on the QG node for the hard-negative log.
+    Without self-reflection (``label is None``) every new theorem is kept. [FIX] S2/S3: each candidate is
+    judged on its own label; an unparsable label rejects.
+    """
+    assert node.kind is NodeKind.QUERY_GENERATION, "retrieval runs only below a QG node"
+    query = cast(QueryGeneration, node.payload).candidate.query
+    outcome = node.context.generator.retrieve(node, query)
+    node.retrieval_outcome = outcome
+    seen = set(node.theorem_ids)
+    children: list[Payload] = []
+    for theorem in outcome.theorems:
+        if theorem.theorem_id in seen:
+            continue  # de-duplication against the path (spec §6.4.3), no back-fill (S12)
+        if theorem.label is not None and theorem.label is not RelevanceLabel.RELEVANT:
+            continue
+        seen.add(theorem.theorem_id)
+        children.append(Retrieval(theorem=theorem, outcome=outcome))
+    return children
+
+
+def subquestions(node: ReasoningNode) -> list[Payload]:
+    """rStar A3 (off by default): ``num_subquestions`` SQ children."""
+    config = node.config
+    if not config.enabled(ActionName.SUBQUESTION):
+        return []
+    generator = cast(RStarActionGenerator, node.context.generator)
+    return [
+        Subquestion(
+            subquestion=step.subquestion,
+            subanswer=step.subanswer,
+            value=step.value,
+            is_terminal=reach_terminal_subquestion(step.subquestion, node.question),
+        )
+        for step in generator.generate_subquestions(node, config.num_subquestions)
+    ]
+
+
+def rephrase(node: ReasoningNode) -> list[Payload]:
+    """rStar A5 (off by default): one RU child holding the rephrased question."""
+    if not node.config.enabled(ActionName.REPHRASE):
+        return []
+    return [RephrasedQuestion(text=cast(RStarActionGenerator, node.context.generator).rephrase_question(node))]
+
+
+def plan_children(node: ReasoningNode) -> list[Payload]:
+    """Child payloads of a non-terminal node, in the order of spec §5.3 (gold-documents mode not supported)."""
+    kind = node.kind
+    if kind is NodeKind.USER_QUESTION:
+        return [
+            *one_step_thoughts(node),
+            *direct_answer(node),
+            *subquestions(node),
+            *rephrase(node),
+            *query_generation(node),
+        ]
+    if kind in (NodeKind.REPHRASED_USER_QUESTION, NodeKind.SUBQUESTION):
+        # rStar's A4 (re-answer a sub-question) below SQ is not implemented.
+        return [*one_step_thoughts(node), *direct_answer(node), *subquestions(node), *query_generation(node)]
+    if kind is NodeKind.OST:
+        children = [*one_step_thoughts(node), *query_generation(node)]
+        return children or direct_answer(node)
+    if kind is NodeKind.QUERY_GENERATION:
+        return retrieval(node) or [*one_step_thoughts(node), *direct_answer(node)]
+    if kind is NodeKind.RETRIEVAL:
+        return [*one_step_thoughts(node), *direct_answer(node)]
+    return []  # DIRECT_ANSWER is always terminal

@@ -57,10 +57,16 @@ def append_jsonl(path: str | os.PathLike[str], record: Any) -> None:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield records; a malformed line raises ``ValueError`` naming the file and line number.
+    """Yield records; see :func:`read_jsonl_numbered` for the error behaviour."""
+    for _, record in read_jsonl_numbered(path):
+        yield record
 
-    Reads ``.gz`` files transparently. A truncated last line (a killed appender) is reported too:
-    callers that resume decide whether to drop it.
+
+def read_jsonl_numbered(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)``; a malformed line raises ``ValueError`` naming the file and line.
+
+    Reads ``.gz`` files transparently and skips blank lines. A truncated last line (a killed
+    appender) is reported too: callers that resume decide whether to drop it.
     """
     import gzip
 
@@ -76,4 +82,4 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"{source} line {line_no} is not valid JSON: {err.msg}") from err
             if not isinstance(record, dict):
                 raise ValueError(f"{source} line {line_no} must be a JSON object, got {type(record).__name__}")
-            yield record
+            yield line_no, record

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.answer_checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
-from models.io_utils import atomic_write_jsonl
+from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
 from models.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -82,28 +82,19 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"--input {path} does not exist; pass a JSONL file with id, prediction, gold")
     items: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {line_no} is not valid JSON: {err.msg}") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{path} line {line_no} must be a JSON object, got {type(record).__name__}")
-            for name in REQUIRED_FIELDS:
-                if name not in record:
-                    raise ValueError(
-                        f"{path} line {line_no} has no {name!r} field; every line needs {', '.join(REQUIRED_FIELDS)}"
-                    )
-            for name in ("prediction", "gold"):
-                value = record[name]
-                if value is not None and not isinstance(value, str | int | float):
-                    raise ValueError(
-                        f"{path} line {line_no}: {name!r} must be a string or number, got {type(value).__name__}"
-                    )
-            items.append(record)
+    for line_no, record in read_jsonl_numbered(path):
+        for name in REQUIRED_FIELDS:
+            if name not in record:
+                raise ValueError(
+                    f"{path} line {line_no} has no {name!r} field; every line needs {', '.join(REQUIRED_FIELDS)}"
+                )
+        for name in ("prediction", "gold"):
+            value = record[name]
+            if value is not None and not isinstance(value, str | int | float):
+                raise ValueError(
+                    f"{path} line {line_no}: {name!r} must be a string or number, got {type(value).__name__}"
+                )
+        items.append(record)
     return items
 
 

@@ -144,8 +144,10 @@ def self_reflection_records(root: ReasoningNode) -> list[dict[str, Any]]:
     """
     records: list[dict[str, Any]] = []
     for qg_node in _qg_nodes_with_outcomes(root):
-        assert qg_node.retrieval_outcome is not None
-        for theorem in qg_node.retrieval_outcome.theorems:
+        outcome = qg_node.retrieval_outcome
+        assert outcome is not None
+        ranks = {doc_id: rank for rank, doc_id in enumerate(outcome.scores, start=1)}
+        for theorem in outcome.theorems:
             if theorem.label not in (RelevanceLabel.RELEVANT, RelevanceLabel.IRRELEVANT):
                 continue
             records.append(
@@ -154,9 +156,15 @@ def self_reflection_records(root: ReasoningNode) -> list[dict[str, Any]]:
                     "theorem_id": theorem.theorem_id,
                     "LLM_relevance_label": int(theorem.label is RelevanceLabel.RELEVANT),
                     "LLM_explanation": theorem.reason,
+                    # [FIX] §9.6: link each verdict to the retrieval call (and query) that produced it.
+                    "qg_key": retrieval_call_key(qg_node),
+                    "query": outcome.query,
+                    "rank": ranks.get(theorem.theorem_id),
+                    "score": outcome.scores.get(theorem.theorem_id),
+                    "summary": theorem.summary,
                 }
             )
-    return records
+    return json_safe(records)
 
 
 def retrieval_score_records(root: ReasoningNode) -> list[dict[str, Any]]:

@@ -1,0 +1,160 @@
+"""The MCTS run directory (spec ``specs/mcts.md`` §9 with its [FIX]es; DESIGN §3).
+
+Layout under ``<run_outputs_root>/<dataset>/<model>/<run_name>/``::
+
+    args.json                                   all flags + derived settings + prompt versions
+    run_summary.json                            counts, failures, LLM usage, wall time (rewritten at the end)
+    answer_sheets/Question <idx> - Answer.json          written LAST: its presence = problem finished
+    answer_sheets/Question <idx> - Final Solutions.json
+    answer_sheets/Question <idx> - Rollout Solutions.json
+    answer_sheets/Question <idx> - Rollout <r>.tree     with --save_tree
+    hard_negatives/<idx>.jsonl                  self-reflection verdicts (label 0 and 1)
+    retriever_scores/<idx>.jsonl                one line per retrieval call (top-k scores)
+    errors/<idx>.json                           traceback of a failed problem (removed once it succeeds)
+
+``<idx>`` is the global problem index zero-padded to a width fixed by the dataset size ([FIX] the
+reference's ``????`` glob missed indices ≥ 10000). Every file is written atomically, and per-problem
+files replace the reference's shared appends, so a killed run leaves no half-written or duplicated lines
+and a rerun simply skips problems whose answer sheet exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from run_src.mcts.trace import json_safe
+
+ANSWER_SHEET_RE = re.compile(r"^Question (\d+) - Answer\.json$")
+# Settings that must not change when a run directory is resumed: they shape the trees already written.
+RESUME_KEYS = (
+    "dataset_name",
+    "model_ckpt",
+    "num_rollouts",
+    "max_depth_allowed",
+    "num_a1_steps",
+    "mcts_num_last_votes",
+    "qg_nodes",
+    "topk_rt",
+    "retriever",
+    "LLM_candidate_theorems",
+    "retrieval_selfreasoning",
+    "bool_goldanswer_reward",
+    "wrong_answer_reward",
+    "mcts_exploration_weight",
+    "mcts_weight_scheduler",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "disable_a1",
+    "disable_a3",
+    "disable_a5",
+    "disable_a6",
+)
+
+
+def index_width(total_items: int) -> int:
+    """Zero-padding width for problem indices: at least 4, enough for the largest index."""
+    return max(4, len(str(max(total_items - 1, 0))))
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Paths of one run directory; creating it does not touch the disk (call :meth:`create`)."""
+
+    root: Path
+    width: int
+
+    @property
+    def answer_sheets(self) -> Path:
+        return self.root / "answer_sheets"
+
+    def stem(self, index: int) -> str:
+        return f"Question {index:0{self.width}d}"
+
+    def answer_sheet(self, index: int) -> Path:
+        return self.answer_sheets / f"{self.stem(index)} - Answer.json"
+
+    def final_solutions(self, index: int) -> Path:
+        return self.answer_sheets / f"{self.stem(index)} - Final Solutions.json"
+
+    def rollout_solutions(self, index: int) -> Path:
+        return self.answer_sheets / f"{self.stem(index)} - Rollout Solutions.json"
+
+    def tree(self, index: int, rollout_id: int) -> Path:
+        return self.answer_sheets / f"{self.stem(index)} - Rollout {rollout_id}.tree"
+
+    def hard_negatives(self, index: int) -> Path:
+        return self.root / "hard_negatives" / f"{index:0{self.width}d}.jsonl"
+
+    def retriever_scores(self, index: int) -> Path:
+        return self.root / "retriever_scores" / f"{index:0{self.width}d}.jsonl"
+
+    def error_file(self, index: int) -> Path:
+        return self.root / "errors" / f"{index:0{self.width}d}.json"
+
+    def create(self) -> None:
+        for sub in ("answer_sheets", "hard_negatives", "retriever_scores", "errors"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def finished_indices(self) -> set[int]:
+        """Indices whose answer sheet exists and parses (a torn file cannot exist: writes are atomic)."""
+        if not self.answer_sheets.is_dir():
+            return set()
+        found: set[int] = set()
+        for path in self.answer_sheets.iterdir():
+            match = ANSWER_SHEET_RE.match(path.name)
+            if match:
+                json.loads(path.read_text(encoding="utf-8"))  # a corrupt sheet is an error worth seeing
+                found.add(int(match.group(1)))
+        return found
+
+
+def check_resumable(args_path: Path, new_args: dict[str, Any]) -> None:
+    """Refuse to resume a run whose search settings differ; names every differing flag."""
+    old = json.loads(args_path.read_text(encoding="utf-8"))
+    changed = [key for key in RESUME_KEYS if key in old and old.get(key) != new_args.get(key)]
+    if changed:
+        details = ", ".join(f"--{k}: {old.get(k)!r} → {new_args.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{args_path.parent} was started with different settings ({details}); use a new --run_name "
+            "or the original flags"
+        )
+
+
+@dataclass
+class ProblemOutputs:
+    """Everything one finished search produced, ready to be written."""
+
+    index: int
+    answer_sheet: dict[str, Any]
+    final_solutions: list[dict[str, Any]]
+    rollout_solutions: list[dict[str, Any]]
+    hard_negatives: list[dict[str, Any]]
+    retriever_scores: list[dict[str, Any]]
+    trees: list[str]
+
+
+def write_problem_outputs(run: RunDirectory, outputs: ProblemOutputs) -> None:
+    """Write one problem's files, the answer sheet last, then clear any error file from an earlier attempt."""
+    index = outputs.index
+    atomic_write_json(run.final_solutions(index), json_safe(outputs.final_solutions), indent=1)
+    atomic_write_json(run.rollout_solutions(index), json_safe(outputs.rollout_solutions), indent=1)
+    for rollout_id, text in enumerate(outputs.trees):
+        atomic_write_text(run.tree(index, rollout_id), text)
+    atomic_write_jsonl(run.hard_negatives(index), json_safe(outputs.hard_negatives))
+    atomic_write_jsonl(run.retriever_scores(index), json_safe(outputs.retriever_scores))
+    atomic_write_json(run.answer_sheet(index), json_safe(outputs.answer_sheet), indent=1)
+    run.error_file(index).unlink(missing_ok=True)
+
+
+def write_problem_error(run: RunDirectory, index: int, source_id: str, error: BaseException, trace: str) -> None:
+    atomic_write_json(
+        run.error_file(index),
+        {"index": index, "source_id": source_id, "error": f"{type(error).__name__}: {error}", "traceback": trace},
+    )

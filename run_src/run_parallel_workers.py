@@ -1,0 +1,394 @@
+"""Run the retrieval-augmented MCTS over a problem set: ``python -m run_src.run_parallel_workers``.
+
+Takes the paper command's flags (spec ``specs/mcts.md`` §8), searches many problems at once in a thread
+pool so the generator server stays saturated (each search is sequential; concurrency comes from running
+``--num_workers × --num_cpu`` of them side by side), and writes the run directory described in
+:mod:`run_src.mcts.run_outputs`. Rerunning with the same ``--run_name`` skips finished problems; a problem
+that raises is logged with its traceback to ``errors/`` and the others go on (exit code 3 at the end).
+
+Example (paper configuration, servers from ``.env``)::
+
+    python -m run_src.run_parallel_workers --dataset_name MATH --test_json_filename shuffled_train \\
+        --api vllm-server --model_ckpt Qwen/Qwen2.5-7B-Instruct --retriever repllama \\
+        --max_depth_allowed 6 --num_a1_steps 2 --num_rollouts 16 --disable_a3 --disable_a4 --disable_a5 \\
+        --save_tree --bool_goldanswer_reward --LLM_candidate_theorems --retrieval_selfreasoning \\
+        --num_workers 10 --num_cpu 16 --run_outputs_root outputs_MCTS/run_outputs --shard 0/4
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from models.io_utils import atomic_write_json
+from models.llm_client import BACKENDS, LLMClient, LLMClientConfig, build_llm_client, config_from_settings
+from models.retriever_client import RetrieverClient
+from models.settings import Settings, load_settings
+from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
+from run_src.mcts.nodes import ActionName, ExpansionConfig
+from run_src.mcts.problems import DATASET_NAMES, Problem, load_problems, parse_shard, select_problems
+from run_src.mcts.run_outputs import (
+    ProblemOutputs,
+    RunDirectory,
+    check_resumable,
+    index_width,
+    write_problem_error,
+    write_problem_outputs,
+)
+from run_src.mcts.search import WEIGHT_SCHEDULERS
+from run_src.mcts.solve import SearchSettings, solve_problem
+
+logger = logging.getLogger("run_src.run_parallel_workers")
+
+# --api values of the reference mapped to our client backends.
+API_BACKENDS = {
+    "vllm-server": "openai-compatible",
+    "openai": "openai",
+    "azure": "azure",
+    "transformers": "transformers",
+}
+RETRIEVER_NAMES = {"repllama": "Repllama", "RaDeR": "RaDeR", "rader": "RaDeR"}
+EXIT_SOME_FAILED = 3
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m run_src.run_parallel_workers", description=__doc__.split("\n\n")[0])
+    data = p.add_argument_group("problems")
+    data.add_argument("--dataset_name", required=True, choices=DATASET_NAMES)
+    data.add_argument("--test_json_filename", default="test_all", help="file stem inside <data_root>/<dataset_name>/")
+    data.add_argument("--data_root", default="data")
+    data.add_argument("--data_file", default=None, help="a problem file to use instead of the data_root layout")
+    data.add_argument("--problem_ids", default=None, help="file listing the dataset ids to search (JSON list or lines)")
+    data.add_argument("--start_idx", type=int, default=0)
+    data.add_argument("--end_idx", type=int, default=None, help="exclusive; default: the end of the file")
+    data.add_argument("--shard", default=None, help="i/N: search only problems with index %% N == i (job arrays)")
+
+    gen = p.add_argument_group("generator")
+    gen.add_argument("--api", default="vllm-server", choices=sorted(API_BACKENDS))
+    gen.add_argument("--model_ckpt", required=True, help="served model name (or checkpoint dir for --api transformers)")
+    gen.add_argument(
+        "--generator_urls",
+        default=None,
+        help="comma-separated OpenAI-compatible base URLs, used round-robin by problem (default GENERATOR_URL)",
+    )
+    gen.add_argument("--max_concurrency", type=int, default=64, help="requests in flight per generator endpoint")
+    gen.add_argument("--request_timeout", type=float, default=600.0)
+    gen.add_argument("--max_retries", type=int, default=5)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top_p", type=float, default=0.95)
+    gen.add_argument("--top_k", type=int, default=40, help="sent to the server ([FIX] S8); 0 disables")
+    gen.add_argument("--max_tokens", type=int, default=1024, help="max tokens of the complete-the-solution action")
+    gen.add_argument("--ost_max_tokens", type=int, default=256)
+    gen.add_argument("--qg_max_tokens", type=int, default=1024)
+    gen.add_argument("--summary_max_tokens", type=int, default=512)
+    gen.add_argument("--reflection_max_tokens", type=int, default=200)
+    gen.add_argument("--llm_judge", action="store_true", help="ask the generator when symbolic grading says no")
+
+    search = p.add_argument_group("search")
+    search.add_argument("--num_rollouts", type=int, default=16)
+    search.add_argument("--max_depth_allowed", type=int, default=6)
+    search.add_argument("--max_qg_nodes", type=int, default=None, help="default: max_depth_allowed // 2")
+    search.add_argument("--num_a1_steps", type=int, default=2)
+    search.add_argument("--mcts_num_last_votes", type=int, default=4)
+    search.add_argument("--qg_nodes", type=int, default=1, help="generations per query-generation action")
+    search.add_argument("--mcts_exploration_weight", type=float, default=2.0)
+    search.add_argument("--mcts_weight_scheduler", default="const", choices=WEIGHT_SCHEDULERS)
+    search.add_argument("--mcts_discount_factor", type=float, default=1.0)
+    search.add_argument("--disable_a1", action="store_true", help="no one-step thoughts")
+    search.add_argument("--disable_a3", action="store_true", help="rStar sub-questions (always off here)")
+    search.add_argument("--disable_a4", action="store_true", help="rStar re-answering (always off here)")
+    search.add_argument("--disable_a5", action="store_true", help="rStar rephrasing (always off here)")
+    search.add_argument("--disable_a6", action="store_true", help="no query generation / retrieval")
+    search.add_argument("--bool_goldanswer_reward", action="store_true", help="gold-answer rewards (the only mode)")
+    search.add_argument(
+        "--wrong_answer_reward",
+        type=float,
+        default=0.0,
+        help="reward of a boxed but wrong answer: 0 = paper, 0.2 = reference code",
+    )
+    search.add_argument("--reference_da_value", action="store_true", help="DA value = last sample's reward (reference)")
+    search.add_argument("--save_tree", action="store_true")
+    search.add_argument("--seed", type=int, default=42)
+
+    ret = p.add_argument_group("retrieval")
+    ret.add_argument("--retriever", default="repllama", choices=["repllama", "RaDeR", "rader", "bm25"])
+    ret.add_argument("--retriever_url", default=None, help="dense retriever server (default REPLLAMA_URL / RADER_URL)")
+    ret.add_argument("--bm25_url", default=None, help="BM25 server (default BM25_URL when --retriever bm25)")
+    ret.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        help="probability of the dense retriever when --bm25_url is also given (1.0 = dense only)",
+    )
+    ret.add_argument("--topk_rt", type=int, default=5)
+    ret.add_argument("--LLM_candidate_theorems", action="store_true", help="query = parsed candidate theorems")
+    ret.add_argument("--retrieval_selfreasoning", action="store_true", help="self-reflection filter on theorems")
+    ret.add_argument("--corpus", default=None, help="corpus source the retriever serves (recorded for later stages)")
+    ret.add_argument("--task", default="theoremqa_theorems", help="corpus split the retriever serves")
+    ret.add_argument(
+        "--cache_dir", default=None, help="accepted for compatibility: the retriever server owns embeddings"
+    )
+
+    out = p.add_argument_group("outputs")
+    out.add_argument("--run_outputs_root", default=str(Path(settings.outputs_mcts_dir) / "run_outputs"))
+    out.add_argument("--note", default="default")
+    out.add_argument("--run_name", default=None, help="reuse to resume; default <timestamp>---[<note>]")
+    out.add_argument("--num_workers", type=int, default=10, help="concurrent searches per process slot")
+    out.add_argument("--num_cpu", type=int, default=1, help="process slots of the reference; multiplies num_workers")
+    out.add_argument("--verbose", action="store_true")
+    return p
+
+
+def _read_problem_ids(path: str) -> set[str]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(values, list):
+        raise ValueError(f"--problem_ids {path}: expected a JSON list or one id per line")
+    return {str(value) for value in values}
+
+
+def expansion_config(args: argparse.Namespace) -> ExpansionConfig:
+    disabled = {ActionName.SUBQUESTION, ActionName.REPHRASE}
+    if args.disable_a1:
+        disabled.add(ActionName.OST)
+    if args.disable_a6:
+        disabled.add(ActionName.QUERY_GENERATION)
+    return ExpansionConfig(
+        max_depth_allowed=args.max_depth_allowed,
+        max_qg_nodes=args.max_qg_nodes,
+        num_a1_steps=args.num_a1_steps,
+        num_direct_answer_samples=args.mcts_num_last_votes,
+        num_query_generations=args.qg_nodes,
+        disabled_actions=frozenset(disabled),
+        wrong_answer_reward=args.wrong_answer_reward,
+        reference_da_value=args.reference_da_value,
+    )
+
+
+def action_settings(args: argparse.Namespace) -> ActionSettings:
+    return ActionSettings(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k or None,
+        ost_max_tokens=args.ost_max_tokens,
+        crs_max_tokens=args.max_tokens,
+        qg_max_tokens=args.qg_max_tokens,
+        summary_max_tokens=args.summary_max_tokens,
+        reflection_max_tokens=args.reflection_max_tokens,
+        llm_candidate_theorems=args.LLM_candidate_theorems,
+        retrieval_selfreasoning=args.retrieval_selfreasoning,
+        topk_rt=args.topk_rt,
+        dense_probability=args.threshold,
+        llm_judge=args.llm_judge,
+        seed=args.seed,
+    )
+
+
+def retriever_set(args: argparse.Namespace, settings: Settings) -> RetrieverSet:
+    timeout = args.request_timeout
+    if args.retriever == "bm25":
+        return RetrieverSet(bm25=RetrieverClient(args.bm25_url or settings.bm25_url, timeout_s=timeout))
+    name = RETRIEVER_NAMES[args.retriever]
+    default_url = settings.repllama_url if name == "Repllama" else settings.rader_url
+    dense = RetrieverClient(args.retriever_url or default_url, timeout_s=timeout)
+    bm25 = RetrieverClient(args.bm25_url, timeout_s=timeout) if args.bm25_url else None
+    return RetrieverSet(dense=dense, bm25=bm25, dense_name=name)  # type: ignore[arg-type]
+
+
+def generator_clients(args: argparse.Namespace, settings: Settings) -> list[LLMClient]:
+    backend = API_BACKENDS[args.api]
+    assert backend in BACKENDS
+    common = {
+        "timeout_s": args.request_timeout,
+        "max_retries": args.max_retries,
+        "max_concurrency": args.max_concurrency,
+    }
+    if backend != "openai-compatible" or not args.generator_urls:
+        return [build_llm_client(config_from_settings(settings, backend, args.model_ckpt, **common))]  # type: ignore[arg-type]
+    urls = [url.strip() for url in args.generator_urls.split(",") if url.strip()]
+    return [
+        build_llm_client(
+            LLMClientConfig(
+                backend="openai-compatible",
+                model=args.model_ckpt,
+                base_url=url,
+                api_key=settings.generator_api_key,
+                **common,
+            )
+        )
+        for url in urls
+    ]
+
+
+def run_directory(args: argparse.Namespace, total_items: int) -> RunDirectory:
+    run_name = args.run_name or f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}---[{args.note}]"
+    model_folder = Path(args.model_ckpt.rstrip("/")).name
+    root = Path(args.run_outputs_root) / args.dataset_name / model_folder / run_name
+    return RunDirectory(root=root, width=index_width(total_items))
+
+
+def run_args_record(
+    args: argparse.Namespace, run: RunDirectory, prompts: MCTSPrompts, skipped: dict[str, int]
+) -> dict[str, Any]:
+    """``args.json``: every flag, derived settings ([FIX] ``null`` instead of ``Infinity``), prompt versions."""
+    record = dict(vars(args))
+    record.update(
+        {
+            "run_outputs_dir": str(run.root),
+            "answer_sheets_dir": str(run.answer_sheets),
+            "max_qg_nodes": expansion_config(args).qg_limit,
+            "corpus_split": args.task,
+            "prompt_versions": prompts.versions(),
+            "skipped_items": skipped,
+            "index_width": run.width,
+        }
+    )
+    return record
+
+
+def prompt_version_tag(prompts: MCTSPrompts) -> str:
+    """One short tag over all prompt versions, for answer sheets."""
+    joined = json.dumps(prompts.versions(), sort_keys=True)
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings()
+    parser = build_parser(settings)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1")
+    if args.dataset_name == "CHAMP" and args.corpus is None:
+        from models.champ import prepare_champ_mirror
+
+        args.corpus = str(prepare_champ_mirror())
+        if args.task == "theoremqa_theorems":
+            args.task = "champ"
+    args.corpus = args.corpus or settings.bright_dir or "hf"
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+        problem_set = load_problems(args.dataset_name, args.data_root, args.test_json_filename, args.data_file)
+        wanted = _read_problem_ids(args.problem_ids) if args.problem_ids else None
+        problems = select_problems(problem_set.problems, args.start_idx, args.end_idx, shard, wanted)
+        expansion = expansion_config(args)
+        act_settings = action_settings(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+    run = run_directory(args, problem_set.total_items)
+    prompts = MCTSPrompts.load(args.LLM_candidate_theorems)
+    record = run_args_record(args, run, prompts, problem_set.skipped)
+    args_path = run.root / "args.json"
+    if args_path.is_file():
+        try:
+            check_resumable(args_path, record)
+        except ValueError as error:
+            parser.error(str(error))
+    run.create()
+    atomic_write_json(args_path, record, indent=4)
+
+    finished = run.finished_indices()
+    pending = [problem for problem in problems if problem.index not in finished]
+    logger.info(
+        "run %s: %d problems selected, %d already finished, %d to search",
+        run.root,
+        len(problems),
+        len(problems) - len(pending),
+        len(pending),
+    )
+    search = SearchSettings(
+        num_rollouts=args.num_rollouts,
+        exploration_weight=args.mcts_exploration_weight,
+        weight_scheduler=args.mcts_weight_scheduler,
+        seed=args.seed,
+        save_tree=args.save_tree,
+        expansion=expansion,
+    )
+    clients = generator_clients(args, settings)
+    retrievers = retriever_set(args, settings)
+    resources = [ActionResources(client, retrievers, act_settings, prompts) for client in clients]
+    provenance = {
+        "model": args.model_ckpt,
+        "prompt_version": prompt_version_tag(prompts),
+        "prompt_versions": prompts.versions(),
+    }
+    failed = run_problems(pending, resources, search, run, args.num_workers * args.num_cpu, provenance)
+    summary = {
+        "selected": len(problems),
+        "finished": len(run.finished_indices() & {p.index for p in problems}),
+        "failed": sorted(failed),
+        "generator_usage": [client.usage.as_dict() for client in clients],
+    }
+    atomic_write_json(run.root / "run_summary.json", summary)
+    for client in clients:
+        client.close()
+    logger.info(
+        "finished %d/%d problems; %d failed (see %s)",
+        summary["finished"],
+        len(problems),
+        len(failed),
+        run.root / "errors",
+    )
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def run_problems(
+    problems: Sequence[Problem],
+    resources: Sequence[ActionResources],
+    search: SearchSettings,
+    run: RunDirectory,
+    concurrency: int,
+    provenance: dict[str, Any],
+) -> list[int]:
+    """Search ``problems`` ``concurrency`` at a time; returns the indices that failed (each logged with its traceback)."""
+    failed: list[int] = []
+    started = time.monotonic()
+
+    def one(problem: Problem) -> ProblemOutputs:
+        endpoint = resources[problem.index % len(resources)]
+        return solve_problem(problem, endpoint, search, provenance)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mcts")
+    futures = {pool.submit(one, problem): problem for problem in problems}
+    try:
+        with tqdm(total=len(futures), desc="MCTS problems", unit="problem", file=sys.stderr) as bar:
+            for future in concurrent.futures.as_completed(futures):
+                problem = futures[future]
+                try:
+                    write_problem_outputs(run, future.result())
+                except Exception as error:  # one problem's failure must not stop the others
+                    trace = "".join(traceback.format_exception(error))
+                    logger.error("problem %d (%s) failed:\n%s", problem.index, problem.source_id, trace)
+                    write_problem_error(run, problem.index, problem.source_id, error, trace)
+                    failed.append(problem.index)
+                bar.update(1)
+                bar.set_postfix(failed=len(failed), rate=f"{bar.n / max(time.monotonic() - started, 1e-9):.3f}/s")
+    except KeyboardInterrupt:
+        logger.warning("interrupted: finished problems are saved; rerun with the same --run_name to resume")
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -274,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per request would drown the progress bar
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")

@@ -69,7 +69,8 @@ def parse_candidate_theorems(text: str) -> list[QueryCandidate]:
     return candidates
 
 
-_VERDICT = re.compile(r"\b(true|false|yes|no)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"(true|false|yes|no)\b", re.IGNORECASE)
+_TRUE_FALSE = re.compile(r"\b(true|false)\b", re.IGNORECASE)
 _REASON = re.compile(r"Reason\s*:", re.IGNORECASE)
 _NEXT_EXAMPLE = re.compile(r"\n\s*Question\s*:", re.IGNORECASE)
 
@@ -77,8 +78,8 @@ _NEXT_EXAMPLE = re.compile(r"\n\s*Question\s*:", re.IGNORECASE)
 def parse_self_reflection(reply: str) -> tuple[RelevanceLabel, str | None]:
     """``(label, reason)`` from a ``Relevant: True/False`` / ``Reason: …`` reply.
 
-    [FIX] §6.4.4: an optional ``Relevant:`` prefix is skipped, the first true/false (or yes/no) word before
-    ``Reason:`` decides, and the reason is the text after ``Reason:`` up to any echoed next example. No
+    [FIX] §6.4.4: an optional ``Relevant:`` prefix is skipped, a leading true/false/yes/no word, else the first
+    true/false word before ``Reason:`` decides, and the reason is the text after ``Reason:`` up to any echoed next example. No
     verdict word → ``UNPARSABLE`` (treated as not relevant by the tree).
     """
     reply = _NEXT_EXAMPLE.split(reply, maxsplit=1)[0]
@@ -86,7 +87,8 @@ def parse_self_reflection(reply: str) -> tuple[RelevanceLabel, str | None]:
     head = reply[: reason_match.start()] if reason_match else reply
     reason = _clean(reply[reason_match.end() :]) if reason_match else None
     head = re.sub(r"^\s*(?:\*\*)?Relevant(?:\*\*)?\s*:", "", head, flags=re.IGNORECASE)
-    verdict = _VERDICT.search(head)
+    # A leading yes/no/true/false decides; past the first word only true/false count, since "no" occurs in prose.
+    verdict = _VERDICT.match(head.strip(" \t\n*")) or _TRUE_FALSE.search(head)
     if verdict is None:
         return RelevanceLabel.UNPARSABLE, reason
     positive = verdict.group(1).lower() in ("true", "yes")

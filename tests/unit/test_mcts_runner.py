@@ -1,0 +1,121 @@
+"""The MCTS runner end to end against a real BM25 retriever app and a generator that answers nonsense or fails.
+
+The generator here is ``FakeGeneratorServer``: in ``ok`` mode it echoes the prompt ("reply i to: ...") —
+garbage for every parser — and in ``error500`` mode it fails every request. These check the plumbing the
+real-model integration test cannot force: determinism under concurrency, resume, crash isolation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.bm25 import BM25Index  # noqa: F401  (imported so a missing Lucene fails here, clearly)
+from models.corpus import load_corpus
+from models.retrievers import BM25Retriever
+from models.server_apps.retriever_app import ServerLimits, create_app
+from run_src.run_parallel_workers import EXIT_SOME_FAILED, main
+from tests.fakes import FakeGeneratorServer
+from tests.local_server import ThreadedAppServer
+
+
+@pytest.fixture(scope="module")
+def bm25_url(champ_mirror: Path):
+    corpus = load_corpus(champ_mirror, "champ")
+    with ThreadedAppServer(create_app(BM25Retriever.from_corpus(corpus), ServerLimits())) as server:
+        yield server.url
+
+
+def _argv(out: Path, generator_url: str, bm25_url: str, run_name: str, workers: int, *extra: str) -> list[str]:
+    return [
+        "--dataset_name", "CHAMP", "--model_ckpt", "fake-model", "--generator_urls", generator_url,
+        "--retriever", "bm25", "--bm25_url", bm25_url, "--num_rollouts", "3", "--max_depth_allowed", "4",
+        "--end_idx", "4", "--retrieval_selfreasoning", "--disable_a3", "--disable_a5",
+        "--num_workers", str(workers), "--run_outputs_root", str(out), "--run_name", run_name,
+        "--max_retries", "0", "--save_tree", *extra,
+    ]  # fmt: skip
+
+
+def _run_dir(out: Path, run_name: str) -> Path:
+    return out / "CHAMP" / "fake-model" / run_name
+
+
+def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_path: Path, bm25_url: str) -> None:
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "one", 1)) == 0
+        requests_first = generator.attempts
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "four", 4)) == 0
+        # Rerunning a finished run directory sends nothing and rewrites nothing.
+        before = generator.attempts
+        sheet = _run_dir(tmp_path, "four") / "answer_sheets" / "Question 0002 - Answer.json"
+        mtime = sheet.stat().st_mtime_ns
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "four", 4)) == 0
+        assert generator.attempts == before and sheet.stat().st_mtime_ns == mtime
+    assert requests_first > 0
+
+    one, four = _run_dir(tmp_path, "one"), _run_dir(tmp_path, "four")
+    args = json.loads((one / "args.json").read_text())
+    assert args["corpus_split"] == "champ" and args["end_idx"] == 4 and set(args["prompt_versions"]) >= {"mcts_ost"}
+    for index in range(4):
+        stem = f"Question {index:04d}"
+        sheet = json.loads((one / "answer_sheets" / f"{stem} - Answer.json").read_text())
+        assert sheet["id"] == index and sheet["model"] == "fake-model" and sheet["prompt_version"]
+        rollouts = json.loads((one / "answer_sheets" / f"{stem} - Rollout Solutions.json").read_text())
+        assert [r["rollout_id"] for r in rollouts] == [0, 1, 2]
+        assert all(r["question_id"] == sheet["source_id"] for r in rollouts)
+        assert len(list((one / "answer_sheets").glob(f"{stem} - Rollout *.tree"))) == 3
+        # Scheduling (1 vs 4 concurrent searches) does not change any tree.
+        for name in (f"answer_sheets/{stem} - Final Solutions.json", f"answer_sheets/{stem} - Rollout Solutions.json"):
+            assert (one / name).read_bytes() == (four / name).read_bytes(), name
+        for line in (one / "hard_negatives" / f"{index:04d}.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            assert record["question_id"] == sheet["source_id"] and record["LLM_relevance_label"] in (0, 1)
+            assert record["qg_key"].startswith(sheet["source_id"] + "_") and record["rank"] >= 1
+        for line in (one / "retriever_scores" / f"{index:04d}.jsonl").read_text().splitlines():
+            (key, call), = json.loads(line).items()
+            assert key.startswith(sheet["source_id"] + "_") and 1 <= len(call["scores"]) <= 5
+    assert "Infinity" not in (one / "args.json").read_text()
+    # Free-text query mode: every QG reply is a query, so retrieval really ran.
+    calls = [line for path in (one / "retriever_scores").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert calls
+
+
+def test_failures_are_isolated_recorded_and_retried_on_rerun(tmp_path: Path, bm25_url: str) -> None:
+    with FakeGeneratorServer("error500") as broken:
+        assert main(_argv(tmp_path, broken.base_url, bm25_url, "r", 2)) == EXIT_SOME_FAILED
+    run = _run_dir(tmp_path, "r")
+    errors = sorted(p.name for p in (run / "errors").iterdir())
+    assert errors == ["0000.json", "0001.json", "0002.json", "0003.json"]
+    record = json.loads((run / "errors" / "0001.json").read_text())
+    assert record["source_id"] and "LLMServiceError" in record["error"] and "Traceback" in record["traceback"]
+    assert not list((run / "answer_sheets").glob("*Answer.json"))
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["failed"] == [0, 1, 2, 3] and summary["finished"] == 0
+
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "r", 2)) == 0
+    assert not list((run / "errors").iterdir())
+    assert len(list((run / "answer_sheets").glob("*Answer.json"))) == 4
+
+
+def test_resume_with_changed_search_settings_is_refused(tmp_path: Path, bm25_url: str) -> None:
+    with FakeGeneratorServer("ok") as generator:
+        assert main([*_argv(tmp_path, generator.base_url, bm25_url, "s", 2), "--end_idx", "1"]) == 0
+        with pytest.raises(SystemExit) as exit_info:
+            main([*_argv(tmp_path, generator.base_url, bm25_url, "s", 2), "--end_idx", "1", "--num_rollouts", "5"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--shard", "4/4"], "--shard"), (["--threshold", "1.5"], "threshold"), (["--num_rollouts", "0"], "num_rollouts")],
+)
+def test_bad_flags_fail_before_any_work(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_argv(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9", "x", 1), *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "CHAMP").exists()

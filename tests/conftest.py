@@ -62,7 +62,15 @@ class RunningServer:
 @pytest.fixture(scope="session")
 def generator_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A real vLLM CPU server with SmolLM2-135M-Instruct, started through ``servers/up.sh`` once per
-    session and stopped through ``servers/down.sh`` (about two to three minutes to start)."""
+    session and stopped through ``servers/down.sh`` (about two to three minutes to start).
+
+    Set ``RADER_TEST_GENERATOR_URL`` (an OpenAI-compatible ``/v1`` URL serving the same SmolLM2 folder)
+    to reuse a server you already run instead; CI leaves it unset.
+    """
+    reuse_url = os.environ.get("RADER_TEST_GENERATOR_URL")
+    if reuse_url:
+        yield RunningServer("generator", reuse_url.rstrip("/"), str(smollm2_dir), Path(tmp_path_factory.mktemp("reused")))
+        return
     run_dir = tmp_path_factory.mktemp("servers")
     port = free_port()
     env = {**os.environ, "SERVER_RUN_DIR": str(run_dir), "RADER_ENV_FILE": str(run_dir / "no.env")}

@@ -502,6 +502,9 @@ def _config_record(config: GenerateConfig, runs: list[Any], prompts: QueryPrompt
     }
 
 
+EXIT_LLM_FAILURES = 3
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(
@@ -515,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", err)
         return 1
     print(json.dumps({t: summary["records"][t] for t in config.query_types}))
+    failures = summary.get("llm", {}).get("failures", 0)
+    if failures:  # outputs are written, but a script must not mistake an incomplete stage for a finished one
+        logger.error("%d LLM requests failed; rerun the same command to retry only those", failures)
+        return EXIT_LLM_FAILURES
     return 0
 
 

@@ -37,6 +37,10 @@ else
   # (GENERATOR_CPU_COMPILE=1 turns compilation back on for long runs).
   export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-4}"
   if [ "${GENERATOR_CPU_COMPILE:-0}" != "1" ]; then args+=(--enforce-eager); fi
+  # No chunked prefill on CPU: a request whose prompt is split across steps has its sampled token
+  # discarded, and vLLM then rewinds that request's seeded torch Generator, which the CPU Generator does
+  # not support ("CPU Generator does not use offset") -> the engine dies. Every MCTS request is seeded.
+  args+=(--no-enable-chunked-prefill)
   exec "$PY" -m vllm.entrypoints.openai.api_server --model "$MODEL" "${args[@]}" \
     --max-num-seqs "${GENERATOR_MAX_NUM_SEQS:-64}" \
     --dtype "${GENERATOR_DTYPE:-float32}" "${extra[@]}"

@@ -22,6 +22,7 @@ import pytest
 
 from models.io_utils import read_jsonl
 from run_src.build_training_data import main as build_main
+from run_src.generate_queries import EXIT_LLM_FAILURES
 from run_src.generate_queries import main as generate_main
 from tests.conftest import REPO_ROOT, RunningServer
 from tests.fakes import FakeGeneratorServer
@@ -168,7 +169,7 @@ def test_garbage_generator_gives_named_drop_reasons(workspace: dict[str, Path]) 
 def test_failed_requests_are_retried_by_the_next_run(workspace: dict[str, Path]) -> None:
     out = workspace["tmp"] / "queries"
     with FakeGeneratorServer("error500") as failing:
-        assert generate_main(argv(workspace, out, failing.base_url, "--query_types", "llmq")) == 0
+        assert generate_main(argv(workspace, out, failing.base_url, "--query_types", "llmq")) == EXIT_LLM_FAILURES
         assert failing.attempts == 3
     assert {r["status"] for r in records(out, "llmq")} == {"llm_error"}
     assert "Error code: 500" in records(out, "llmq")[0]["generation"]["error"]

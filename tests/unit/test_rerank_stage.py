@@ -1,0 +1,164 @@
+"""``python -m run_src.rerank --reranker llm`` end to end against a scripted fake generator.
+
+Data: the two-query ``theoremqa_theorems`` mirror in ``tests/resources/bright_mini`` (gold: ladder ->
+101 Pythagorean, remainder -> 102 Fermat), a first stage written by hand with raw scores, top 3
+reranked. The fake replies per document: Pythagorean 5, Fermat 4, intermediate value 1, Bayes no
+score. Every number below is worked out by hand from ``final = 0.5 * score/5 + 0.5 * first stage``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.metrics import metric_keys
+from run_src import evaluate_bright, rerank
+from tests.conftest import REPO_ROOT
+from tests.fakes import FakeGeneratorServer
+from tests.rerank_fakes import ScriptedRerankFake
+
+MINI = REPO_ROOT / "tests" / "resources" / "bright_mini"
+LADDER, REMAINDER = "TheoremQA_mini/ladder.json", "TheoremQA_mini/remainder.json"
+FIRST_STAGE = {
+    LADDER: {"103": 0.9, "101": 0.8, "104": 0.3, "102": 0.2},  # gold 101 at rank 2
+    REMAINDER: {"102": 0.72, "101": 0.6, "103": 0.5, "104": 0.4},  # gold 102 at rank 1
+}
+REPLIES = {"Pythagorean": "Relevance score: 5", "Fermat": "**Relevance score:** 4",
+           "Intermediate": "Relevance score: 1", "Bayes": "I cannot tell."}  # fmt: skip
+INV_LOG2_3 = 1 / 1.584962500721156  # nDCG@10 with the single gold document at rank 2
+
+
+def script(document: str) -> str:
+    return next(reply for key, reply in REPLIES.items() if document.startswith(key))
+
+
+@pytest.fixture()
+def first_stage_dir(tmp_path: Path) -> Path:
+    """An evaluate_bright run directory (gpt4_reason queries) built from the hand-written run."""
+    run_file = tmp_path / "dense_run.json"
+    run_file.write_text(json.dumps(FIRST_STAGE))
+    argv = ["--task", "theoremqa_theorems", "--model", "bm25", "--model_name", "dense", "--scores", str(run_file),
+            "--bright_dir", str(MINI), "--output_dir", str(tmp_path / "out"), "--query_type", "gpt4_reason"]  # fmt: skip
+    assert evaluate_bright.main(argv) == 0
+    return tmp_path / "out" / "dense" / "gpt4_reason" / "theoremqa_theorems"
+
+
+def rerank_argv(first_stage_dir: Path, server: FakeGeneratorServer, *extra: str) -> list[str]:
+    return ["--task", "theoremqa_theorems", "--reranker", "llm", "--model", "fake-judge",
+            "--first_stage_dir", str(first_stage_dir), "--base_url", server.base_url, "--bright_dir", str(MINI),
+            "--output_dir", str(first_stage_dir.parents[2]), "--top_k", "3", "--max_retries", "0", *extra]  # fmt: skip
+
+
+def read(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / name).read_text())
+
+
+def test_llm_rerank_arithmetic_files_and_resume(first_stage_dir: Path) -> None:
+    failing = {**REPLIES, "Bayes": None}  # first pass: the Bayes request fails with HTTP 500
+    with ScriptedRerankFake(lambda doc: next(r for k, r in failing.items() if doc.startswith(k))) as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server)) == 0
+    run_dir = first_stage_dir.parents[2] / "dense+llm-fake-judge" / "gpt4_reason" / "theoremqa_theorems"
+    config = read(run_dir, "config.json")
+    assert config["derived"]["n_errors"] == 1 and config["derived"]["n_pairs"] == 6
+    assert config["query_type"] == "gpt4_reason" and config["rerank_weight"] == 0.5
+
+    # Second pass: only the query with a failed request is asked again.
+    with ScriptedRerankFake(script) as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server)) == 0
+        asked = server.rerank_requests()
+    assert len(asked) == 3
+    assert all("Pythagorean theorem the height" in body["messages"][-1]["content"] for body in asked)  # GPT-4 query
+
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["config.json", "score.json", "results.json", "per_query.json", "rerank_scores.json", "rerank_cache.jsonl",
+         "rerank_cache_meta.json", "rerank_only_results.json", "first_stage_results.json"]
+    )  # fmt: skip
+    rerank_scores, final = read(run_dir, "rerank_scores.json"), read(run_dir, "score.json")
+    # ladder top 3: 103 (.9), 101 (.8), 104 (.3) -> rerank .2, 1.0, 0.0 (no score)
+    assert rerank_scores[LADDER] == {"101": 1.0, "103": 0.2, "104": 0.0}
+    assert list(final[LADDER]) == ["101", "103", "104"]
+    assert final[LADDER] == pytest.approx({"101": 0.9, "103": 0.55, "104": 0.15})
+    # remainder top 3: 102 (.72), 101 (.6), 103 (.5) -> rerank .8, 1.0, .2
+    assert list(final[REMAINDER]) == ["101", "102", "103"]
+    assert final[REMAINDER] == pytest.approx({"101": 0.8, "102": 0.76, "103": 0.35})
+
+    per_query, results = read(run_dir, "per_query.json"), read(run_dir, "results.json")
+    assert per_query[LADDER]["NDCG@10"] == pytest.approx(1.0)
+    assert per_query[REMAINDER]["NDCG@10"] == pytest.approx(INV_LOG2_3)
+    assert list(results) == metric_keys() and results["MRR"] == 0.75
+    assert read(run_dir, "first_stage_results.json")["MRR"] == 0.75  # ranks 2 and 1 before, 1 and 2 after
+    assert read(run_dir, "rerank_only_results.json")["Recall@1"] == 0.5
+
+    derived = read(run_dir, "config.json")["derived"]
+    assert derived["status_counts"] == {"ok": 5, "no_score": 1, "out_of_range": 0, "error": 0}
+    assert derived["n_unparsable"] == 1 and derived["n_errors"] == 0
+    assert derived["llm_usage"]["requests"] == 4  # the probe and the three re-asked pairs
+    assert derived["reranker"]["prompt"]["name"] == "rerank_relevance"
+
+    # Third pass: everything is cached; nothing is sent.
+    with ScriptedRerankFake(script) as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server)) == 0
+        assert server.attempts == 0
+    assert read(run_dir, "score.json") == final
+
+    # A different unparsable-reply policy re-mixes from the cache without new requests.
+    with ScriptedRerankFake(script) as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server, "--unparsable_score", "0.6")) == 0
+        assert server.attempts == 0
+    assert read(run_dir, "rerank_scores.json")[LADDER]["104"] == 0.6
+
+    # Settings that change the replies refuse the cache instead of mixing two prompts' scores.
+    with ScriptedRerankFake(script) as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server, "--max_tokens", "8")) == 2
+        assert rerank.main(rerank_argv(first_stage_dir, server, "--max_tokens", "8", "--overwrite")) == 0
+        assert len(server.rerank_requests()) == 6
+
+
+def test_garbage_generator_leaves_the_first_stage_order(first_stage_dir: Path) -> None:
+
+    with FakeGeneratorServer("ok") as server:  # echoes the prompt: never a score
+        argv = rerank_argv(first_stage_dir, server, "--model_name", "garbage")
+        assert rerank.main(argv) == 0
+    run_dir = first_stage_dir.parents[2] / "garbage" / "gpt4_reason" / "theoremqa_theorems"
+    derived = read(run_dir, "config.json")["derived"]
+    assert derived["n_unparsable"] == derived["n_pairs"] == 6
+    # Every rerank score is 0, so the mix is half the first stage: same order, same metrics.
+    assert {q: list(r) for q, r in read(run_dir, "score.json").items()} == {
+        q: list(r)[:3] for q, r in FIRST_STAGE.items()
+    }
+    assert read(run_dir, "results.json") == read(run_dir, "first_stage_results.json")
+
+
+def test_unreachable_generator_fails_before_scoring(first_stage_dir: Path) -> None:
+
+    with FakeGeneratorServer("error500") as server:
+        assert rerank.main(rerank_argv(first_stage_dir, server)) == 2
+    assert not (first_stage_dir.parents[2] / "dense+llm-fake-judge" / "gpt4_reason" / "theoremqa_theorems"
+                / "rerank_cache.jsonl").exists()  # fmt: skip
+
+
+def test_names_query_types_and_run_files(first_stage_dir: Path, tmp_path: Path) -> None:
+    base = ["--task", "theoremqa_theorems", "--bright_dir", str(MINI), "--output_dir", str(tmp_path / "o")]
+    llm = rerank.parse_config([*base, "--reranker", "llm", "--model", "Qwen/Qwen2.5-32B-Instruct",
+                               "--first_stage_dir", str(first_stage_dir)])  # fmt: skip
+    assert (llm.model_name, llm.query_type, llm.rerank_weight) == ("dense+llm-Qwen2.5-32B-Instruct", "gpt4_reason", 0.5)
+    assert llm.run_dir == tmp_path / "o" / "dense+llm-Qwen2.5-32B-Instruct" / "gpt4_reason" / "theoremqa_theorems"
+    # Pointwise rerankers read the question (paper Table 6) and rank by their own score.
+    point = rerank.parse_config([*base, "--reranker", "pointwise", "--model", "/m/rader_reranker/",
+                                 "--first_stage_dir", str(first_stage_dir)])  # fmt: skip
+    assert (point.model_name, point.query_type, point.rerank_weight) == (
+        "dense+pointwise-rader_reranker_qoriginal",
+        "original",
+        1.0,
+    )
+    trec = tmp_path / "bm25_run.trec"
+    trec.write_text(f"{LADDER} Q0 101 1 3.5 bm25\n")
+    from_file = rerank.parse_config([*base, "--reranker", "llm", "--model", "m", "--first_stage", str(trec)])
+    assert (from_file.first_stage_model, from_file.first_stage_query_type) == ("bm25_run", "original")
+    with pytest.raises(SystemExit):
+        rerank.parse_config([*base, "--reranker", "llm", "--model", "m", "--first_stage_dir", str(tmp_path)])
+    with pytest.raises(SystemExit):  # the first stage is a theoremqa_theorems run
+        rerank.parse_config(["--task", "aops", "--bright_dir", str(MINI), "--output_dir", str(tmp_path), "--reranker",
+                             "llm", "--model", "m", "--first_stage_dir", str(first_stage_dir)])  # fmt: skip

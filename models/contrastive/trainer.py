@@ -1,0 +1,164 @@
+"""HF ``Trainer`` for the contrastive retriever: loss plumbing, saving and resuming, nothing else.
+
+Overrides, each for one reason:
+
+* ``compute_loss`` - the model returns its own InfoNCE loss; ``loss_is_scaled_for_ga = False`` makes
+  ``training_step`` divide it by the gradient-accumulation steps itself (and tells DeepSpeed not to),
+  so the division happens exactly once in every set-up (training.md §9.5).
+* ``training_step`` - divides the *reported* value by the world size: the loss carries a ``×W`` factor
+  for the gradient (DDP/DeepSpeed average it away), the log should show the plain mean CE.
+* ``create_scheduler`` - ``--lr_schedule ds_warmup_decay_log`` reproduces DeepSpeed's WarmupDecayLR
+  (log warm-up, linear decay; what the paper's ZeRO-3 config ran) on runs without DeepSpeed.
+* ``_save`` / ``_load_from_checkpoint`` - the model is a wrapper, not a ``PreTrainedModel``: save the PEFT
+  adapter (or full backbone) from the possibly ZeRO-3-gathered state dict with the ``encoder.`` prefix
+  stripped, plus the tokenizer, ``retriever_config.json`` and ``training_args.bin``; load it back on resume.
+
+Usage::
+
+    trainer = ContrastiveTrainer(model=model, args=training_args, train_dataset=dataset,
+                                 data_collator=collator, processing_class=tokenizer, inference_settings=settings)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from models.contrastive.inference_settings import InferenceSettings
+from models.contrastive.loss import distributed_world
+
+logger = logging.getLogger(__name__)
+
+ENCODER_PREFIX = "encoder."
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+FULL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def ds_warmup_decay_log_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier at optimizer step ``step`` (0-based) under DeepSpeed's WarmupDecayLR, log warm-up.
+
+    DeepSpeed starts at ``last_batch_iteration = -1`` (lr = warmup_min_lr = 0) and steps after each
+    optimizer step, so step ``s`` runs with ``gamma(s - 1)``: ``ln(i + 1) / ln(W)`` while ``i < W`` with
+    ``W = max(2, warmup_steps)``, then ``max(0, (T - i) / max(1, T - W))``.
+    """
+    iteration = step - 1
+    if iteration < 0:
+        return 0.0
+    warmup = max(2, warmup_steps)
+    if iteration < warmup:
+        return math.log(iteration + 1) / math.log(warmup)
+    return max(0.0, (total_steps - iteration) / max(1.0, total_steps - warmup))
+
+
+class ContrastiveTrainer(Trainer):
+    """Trainer whose model is a :class:`models.contrastive.model.ContrastiveEncoder`."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, inference_settings: InferenceSettings | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inference_settings = inference_settings
+
+    # -------------------------------------------------------------------------------------------- loss
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        outputs = model(query=inputs["query"], passage=inputs["passage"])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        _, world = distributed_world()
+        return super().training_step(*args, **kwargs) / world
+
+    # -------------------------------------------------------------------------------------------- schedule
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_scheduler is None and getattr(self.args, "lr_schedule", "auto") == "ds_warmup_decay_log":
+            warmup = max(1, self.args.get_warmup_steps(num_training_steps))  # what HF hands DeepSpeed
+            factor = partial(ds_warmup_decay_log_factor, warmup_steps=warmup, total_steps=num_training_steps)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+            self._created_lr_scheduler = True
+            logger.info("lr schedule: DeepSpeed WarmupDecayLR (log) emulated, warmup %d of %d", warmup, num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # -------------------------------------------------------------------------------------------- saving
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        if not self.args.should_save:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        if state_dict is None:
+            state_dict = model.state_dict()
+        encoder_state = {k[len(ENCODER_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(ENCODER_PREFIX)}
+        if not encoder_state:
+            raise RuntimeError(f"no '{ENCODER_PREFIX}*' weights in the state dict to save ({len(state_dict)} keys)")
+        logger.info("saving %s to %s", "LoRA adapter" if model.is_peft else "full backbone", output_dir)
+        model.encoder.save_pretrained(output_dir, state_dict=encoder_state, safe_serialization=True)
+        if model.is_peft:
+            _check_adapter_not_empty(Path(output_dir))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        if self.inference_settings is not None:
+            self.inference_settings.save(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """Load the adapter (or full backbone) written by :meth:`_save` into the wrapper's encoder."""
+        wrapper = self.accelerator.unwrap_model(model if model is not None else self.model)
+        directory = Path(resume_from_checkpoint)
+        if wrapper.is_peft:
+            from peft import set_peft_model_state_dict
+
+            state = _read_weights(directory, ADAPTER_FILES)
+            result = set_peft_model_state_dict(wrapper.encoder, state)
+            missing_lora = [k for k in result.missing_keys if "lora_" in k]
+            if missing_lora or result.unexpected_keys:
+                raise RuntimeError(
+                    f"{directory}: adapter does not fit the model (missing {missing_lora[:5]}, "
+                    f"unexpected {result.unexpected_keys[:5]})"
+                )
+        else:
+            state = _read_weights(directory, FULL_WEIGHT_FILES)
+            wrapper.hf_model.load_state_dict(state, strict=True)
+        logger.info("loaded %d tensors from %s", len(state), directory)
+
+
+def _read_weights(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for name in names:
+        path = directory / name
+        if path.is_file():
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(str(path), device="cpu")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{directory} holds none of {list(names)}; is it a checkpoint of this trainer?")
+
+
+def _check_adapter_not_empty(directory: Path) -> None:
+    """Fail loudly if a partitioned (ZeRO-3) adapter was written as empty tensors (spec §12.6)."""
+    path = directory / ADAPTER_FILES[0]
+    if not path.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        empty = [key for key in handle.keys() if handle.get_slice(key).get_shape() in ([], [0])]
+        if empty or not list(handle.keys()):
+            raise RuntimeError(f"{path}: adapter tensors are empty ({empty[:5]}); was the state dict gathered?")

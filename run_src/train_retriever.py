@@ -1,0 +1,164 @@
+"""Stage 5a: train a dense retriever with LoRA and InfoNCE, Tevatron-compatible (training.md §8-§10, §15).
+
+    python -m run_src.train_retriever --output_dir out/rader --model_name_or_path Qwen/Qwen2.5-7B-Instruct \
+        --lora --pooling eos --append_eos_token --normalize --temperature 0.01 --dataset_path train.jsonl ...
+    python -m run_src.train_retriever --config tevatron_configs/qwen2.5-7b-instruct.json --output_dir out/rader \
+        --dataset_name Raderspace/MATH_qCoT_LLMquery_questionasquery_lexicalquery
+    deepspeed --include localhost:0,1 --module run_src.train_retriever --deepspeed tevatron_configs/ds_zero3_config.json ...
+    torchrun --nproc_per_node 2 -m run_src.train_retriever ...
+
+Flags are Tevatron v2's (``models/contrastive/arguments.py``); the paper's README command runs unchanged.
+The output directory gets ``train_config.json`` (every option) before training, ``checkpoint-<step>/`` every
+``--save_steps``, and at the end the LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``),
+the tokenizer, ``retriever_config.json`` (pooling, prefixes, EOS, normalisation, max lengths) and
+``_SUCCESS``. ``python -m run_src.merge_lora`` turns it into a servable checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def model_dtype(training_args: Any) -> Any:
+    """Weights are loaded in the training precision (Tevatron: bf16 with --bf16, fp16 with --fp16)."""
+    import torch
+
+    if training_args.bf16:
+        return torch.bfloat16
+    if training_args.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir)
+    tokenizer.padding_side = "right"  # the collator pads right; pooling reads the last real token
+    return tokenizer
+
+
+def inference_settings(
+    model_args: Any, lora_args: Any, text_args: Any, tokenizer: Any, dtype: Any, hidden_size: int | None
+) -> Any:
+    from models.contrastive.inference_settings import InferenceSettings, matching_preset
+
+    return InferenceSettings(
+        base_model_name_or_path=model_args.model_name_or_path,
+        pooling=model_args.pooling,
+        normalize=model_args.normalize,
+        query_prefix=text_args.query_prefix,
+        passage_prefix=text_args.passage_prefix,
+        append_eos_token=text_args.append_eos_token,
+        eos_token=tokenizer.eos_token,
+        eos_token_id=tokenizer.eos_token_id,
+        query_max_len=text_args.query_max_len,
+        passage_max_len=text_args.passage_max_len,
+        temperature=model_args.temperature,
+        dtype=str(dtype).replace("torch.", ""),
+        hidden_size=hidden_size,
+        lora=lora_args.enabled,
+        text_format=matching_preset(text_args.query_prefix, text_args.passage_prefix, text_args.append_eos_token),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from transformers import HfArgumentParser, set_seed
+
+    from models.contrastive.arguments import RETRIEVER_ARGUMENT_CLASSES
+    from models.contrastive.collator import ContrastiveCollator
+    from models.contrastive.dataset import TrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.contrastive.model import ContrastiveEncoder
+    from models.contrastive.run_setup import (
+        init_distributed,
+        mark_success,
+        parse_arguments,
+        prepare_output_dir,
+        setup_logging,
+        write_run_config,
+    )
+    from models.contrastive.trainer import ContrastiveTrainer
+
+    parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)
+    try:
+        model_args, lora_args, data_args, text_args, training_args = parse_arguments(parser, argv)
+    except ValueError as err:
+        logging.basicConfig(level=logging.INFO)
+        logger.error("%s", err)
+        return 2
+    setup_logging(training_args)
+    init_distributed(training_args)
+    try:
+        resume = prepare_output_dir(training_args)
+        set_seed(training_args.seed)
+        tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args.cache_dir)
+        records = load_train_records(data_args)
+        corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return 2
+    dataset = TrainDataset(records, data_args, text_args, seed=training_args.seed, corpus=corpus)
+    if training_args.dataloader_num_workers > 0:
+        logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
+    logger.info("training set: %d records (%s format), group size %d", len(dataset), dataset.format,
+                data_args.train_group_size)
+
+    dtype = model_dtype(training_args)
+    model = ContrastiveEncoder.build(model_args, lora_args, dtype, training_args.gradient_checkpointing)
+    hidden = getattr(model.hf_model.config, "hidden_size", None)
+    settings = inference_settings(model_args, lora_args, text_args, tokenizer, dtype, hidden)
+    collator = ContrastiveCollator(
+        tokenizer,
+        query_max_len=text_args.query_max_len,
+        passage_max_len=text_args.passage_max_len,
+        append_eos=text_args.append_eos_token,
+        pad_to_multiple_of=text_args.pad_to_multiple_of,
+    )
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        inference_settings=settings,
+    )
+    dataset.set_trainer(trainer)
+    if trainer.is_world_process_zero():
+        parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
+        derived = {
+            "world_size": training_args.world_size,
+            "records": len(dataset),
+            "record_format": dataset.format,
+            "resume_from_checkpoint": resume,
+            "inference_settings": settings.to_dict(),
+            "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
+        }
+        write_run_config(training_args.output_dir, parts, derived, training_args)
+
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        summary = {
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "wall_s": round(time.monotonic() - started, 1),
+            "resumed_from": resume,
+        }
+        mark_success(training_args.output_dir, summary)
+        print(
+            f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} "
+            f"-> {training_args.output_dir}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,9 @@ class DemoConfig:
     paper_filter: bool = False
     device: str = "cpu"
     workers: int = 8
+    # The smallest size (CI): one one-step thought and one completion per expansion, depth 3, so that 3
+    # rollouts are sure to reach the root's query-generation child and run a retrieval.
+    tiny_search: bool = False
 
     @property
     def trajectory_filter(self) -> str:
@@ -125,8 +128,9 @@ def mcts_command(config: DemoConfig) -> list[str]:
         "--retriever", "bm25", "--bm25_url", config.bm25_url, "--corpus", config.champ_mirror, "--task", "champ",
         "--LLM_candidate_theorems", "--retrieval_selfreasoning", "--bool_goldanswer_reward",
         "--disable_a3", "--disable_a4", "--disable_a5",
-        "--num_rollouts", str(config.rollouts), "--max_depth_allowed", "4", "--num_a1_steps", "2",
-        "--mcts_num_last_votes", "2", "--topk_rt", "3", "--seed", str(config.seed),
+        "--num_rollouts", str(config.rollouts), "--max_depth_allowed", "3" if config.tiny_search else "4",
+        "--num_a1_steps", "1" if config.tiny_search else "2", "--mcts_num_last_votes", "1" if config.tiny_search else "2",
+        "--topk_rt", "3", "--seed", str(config.seed),
         # CPU-sized generations: SmolLM2 rambles to the limit, and every token costs ~10 ms here.
         "--max_tokens", "128", "--ost_max_tokens", "64", "--qg_max_tokens", "192",
         "--summary_max_tokens", "64", "--reflection_max_tokens", "48",
@@ -317,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="concurrent MCTS searches")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--paper_filter", action="store_true", help="keep only correct trajectories (paper)")
+    p.add_argument("--tiny_search", action="store_true", help="depth 3, one sample per action (the CI size)")
     return p
 
 
@@ -326,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = DemoConfig(
         out_dir=Path(args.out_dir), generator_url=args.generator_url, model=args.model, bm25_url=args.bm25_url,
         smollm2_dir=args.smollm2_dir, champ_mirror=args.champ_mirror, problems=args.problems, rollouts=args.rollouts,
-        heldout=args.heldout, seed=args.seed, train_steps=args.train_steps, paper_filter=args.paper_filter,
+        heldout=args.heldout, seed=args.seed, train_steps=args.train_steps, paper_filter=args.paper_filter, tiny_search=args.tiny_search,
         workers=args.workers,
     )  # fmt: skip
     config.out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --problems|--rollouts|--heldout|--seed|--workers) demo_args+=("--${1#--}" "$2"); shift 2 ;;
     --train-steps) demo_args+=(--train_steps "$2"); shift 2 ;;
     --paper-filter) demo_args+=(--paper_filter); shift ;;
-    --smallest) demo_args+=(--problems 2 --rollouts 1 --train_steps 4 --heldout 20 --workers 2); shift ;;
+    --smallest) demo_args+=(--problems 2 --rollouts 3 --tiny_search --train_steps 4 --heldout 20 --workers 2); shift ;;
     --generator-url) generator_url="$2"; shift 2 ;;
     --model) generator_model="$2"; shift 2 ;;
     --out-dir) OUT_DIR="$2"; shift 2 ;;

@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -404,12 +405,15 @@ def main(argv: list[str] | None = None) -> int:
 
     assets_dir = args.assets_dir if args.assets_dir is not None else default_assets_dir()
     logger.info("assets_dir=%s verify=%s", assets_dir, args.verify)
-    paths = {
-        "smollm2_gguf": smollm2_gguf_path(),
-        "smollm2": prepare_smollm2(assets_dir, verify_hashes=args.verify),
-        "minilm": minilm_path(),
-        "champ_mirror": prepare_champ_mirror(assets_dir),
-    }
+    # Libraries imported on the way (DeepSpeed through transformers) print to stdout; scripts parse the
+    # JSON below from stdout, so everything else goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        paths = {
+            "smollm2_gguf": smollm2_gguf_path(),
+            "smollm2": prepare_smollm2(assets_dir, verify_hashes=args.verify),
+            "minilm": minilm_path(),
+            "champ_mirror": prepare_champ_mirror(assets_dir),
+        }
     print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
     return 0
 

@@ -470,9 +470,16 @@ class PointwiseReranker(nn.Module):
             self.train(was_training)
         return scores
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
-        """Checkpoint the backbone; with LoRA the inputs must require grads or no gradient reaches it."""
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Checkpoint the backbone; with LoRA the inputs must require grads or no gradient reaches it.
+
+        ``kwargs`` (the HF Trainer passes ``every_n_layers`` and ``offload``) go to the backbone unchanged.
+        """
+        self.backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs
+        )
         if self.is_lora:
             self.backbone.enable_input_require_grads()
 

@@ -5,7 +5,8 @@
 # The retriever servers use it with `--encoder_backend vllm-server --encoder_url http://127.0.0.1:PORT`;
 # scripts/01_doc_embeddings.sh can encode a corpus through it. Text formatting (prefixes, EOS) is the
 # client's job (models/text_formats.py). Environment: SERVER_HOST, EMBEDDING_PORT (8002),
-# EMBEDDING_SERVED_NAME, EMBEDDING_MAX_MODEL_LEN, EMBEDDING_EXTRA_ARGS, CUDA_VISIBLE_DEVICES.
+# EMBEDDING_SERVED_NAME, EMBEDDING_MAX_MODEL_LEN, EMBEDDING_EXTRA_ARGS, CUDA_VISIBLE_DEVICES,
+# EMBEDDING_GPU_MEMORY_UTILIZATION (GPU), EMBEDDING_CPU_KVCACHE_SPACE (GiB, CPU; default 1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 load_env_file
@@ -24,7 +25,8 @@ if has_cuda_gpu; then
   exec "$PY" -m vllm.entrypoints.openai.api_server "${args[@]}" --max-num-seqs "${EMBEDDING_MAX_NUM_SEQS:-5000}" \
     --gpu-memory-utilization "${EMBEDDING_GPU_MEMORY_UTILIZATION:-0.9}" "${extra[@]}"
 else
-  # On CPU the memory fraction is of RAM; keep it small so it fits beside a generator server.
-  exec "$PY" -m vllm.entrypoints.openai.api_server "${args[@]}" --enforce-eager --dtype float32 \
-    --gpu-memory-utilization "${EMBEDDING_GPU_MEMORY_UTILIZATION:-0.1}" "${extra[@]}"
+  # On CPU the KV cache gets an explicit size (GiB): vLLM's default (a fraction of the NUMA node's RAM minus
+  # the worker's RSS) comes out negative for a 135M model on a small machine. 1 GiB fits beside a generator.
+  export VLLM_CPU_KVCACHE_SPACE="${EMBEDDING_CPU_KVCACHE_SPACE:-1}"
+  exec "$PY" -m vllm.entrypoints.openai.api_server "${args[@]}" --enforce-eager --dtype float32 "${extra[@]}"
 fi

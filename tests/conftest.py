@@ -1,7 +1,8 @@
 """Shared pytest fixtures: the embedded assets, prepared once and cached across test runs.
 
 ``smollm2_dir`` and ``champ_mirror`` write to the default assets directory
-(``$RADER_CACHE_DIR/assets``), so only the first session pays for the SmolLM2 conversion.
+(``$RADER_CACHE_DIR/assets``), so only the first session pays for the SmolLM2 conversion. ``tiny_qwen``
+is a random 2-layer Qwen2 with SmolLM2's tokenizer, for the training stages' plumbing tests.
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ def champ_mirror() -> Path:
     from models.champ import prepare_champ_mirror
 
     return prepare_champ_mirror()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Qwen2 (hidden 64) with SmolLM2's tokenizer: real code paths, seconds per run."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    out = tmp_path_factory.mktemp("tiny_qwen")
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2Model(config).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,15 @@ live here: loading, tokenising and training read these objects.
 * :class:`TextArguments`      prefixes, max lengths, EOS and padding (shared with the reranker)
 * :class:`RetrieverTrainingArguments`  HF ``TrainingArguments`` plus Tevatron's and our training flags
 
+The pointwise reranker (``tevatron.reranker``, training.md §12) reuses the LoRA, data and training classes
+with its own defaults and checks: :class:`RerankerModelArguments`, :class:`RerankerLoraArguments` (r 8),
+:class:`RerankerDataArguments` (groups of at least 2) and :class:`RerankerTextArguments` (the pair format
+and ``--rerank_max_len``).
+
 Usage::
 
     from transformers import HfArgumentParser
-    parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)
+    parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)      # or RERANKER_ARGUMENT_CLASSES
     model_args, lora_args, data_args, text_args, training_args = parser.parse_args_into_dataclasses()
 """
 
@@ -233,3 +238,82 @@ def _without_scheduler(value: str | dict) -> dict:
 
 
 RETRIEVER_ARGUMENT_CLASSES = (ModelArguments, LoraArguments, DataArguments, TextArguments, RetrieverTrainingArguments)
+
+
+# ------------------------------------------------------------------------------------------------ reranker
+
+
+@dataclass
+class RerankerModelArguments:
+    """The cross-encoder backbone (training.md §12.1); its 1-output head is always new (the fix of the
+    ``num_labels=2`` bug, §12.4)."""
+
+    model_name_or_path: str = field(metadata={"help": "base model: HF id or local directory (bare AutoModel is used)"})
+    attn_implementation: str = field(
+        default="flash_attention_2",
+        metadata={"help": "attention kernel; falls back to sdpa when flash-attn is not installed (e.g. on CPU)"},
+    )
+
+
+@dataclass
+class RerankerLoraArguments(LoraArguments):
+    """LoRA on the reranker backbone; the head is trained in full (PEFT's ``modules_to_save`` in Tevatron)."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (Tevatron's reranker default 8, training.md §12.1)"})
+
+    def __post_init__(self) -> None:
+        if self.lora_name_or_path:
+            raise ValueError(
+                "--lora_name_or_path is not supported by the reranker trainer: a saved reranker carries its own "
+                "head; start from the base model with --lora, or resume a run with --resume_from_checkpoint"
+            )
+        if self.lora and not self.target_modules:
+            raise ValueError("--lora_target_modules is empty; name the modules to adapt, e.g. q_proj,v_proj")
+
+
+@dataclass
+class RerankerDataArguments(DataArguments):
+    """Training records and group sampling as the retriever's (training.md §12.3); ``--*_no_shuffle`` apply."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.train_group_size < 2:
+            raise ValueError(
+                f"--train_group_size {self.train_group_size}: the reranker needs at least 2 passages per query "
+                "(1 positive + negatives) for its group cross-entropy; RaDeR used 12"
+            )
+
+
+@dataclass
+class RerankerTextArguments:
+    """How a (query, passage) pair becomes tokens (training.md §12.2); saved in ``reranker_config.json``.
+
+    The pair string is ``query_prefix + query + pair_separator + passage_prefix + [title + " "] + text``:
+    with Tevatron's example prefixes it is RaDeR's inference string ``"query: q document: d"``
+    (models/pointwise_reranker.py ``RerankerFormat`` says why it is not Tevatron's double-spaced one).
+    """
+
+    query_prefix: str = field(default="query: ", metadata={"help": "text before the query (RaDeR: 'query: ')"})
+    passage_prefix: str = field(
+        default="document: ", metadata={"help": "text before the passage (RaDeR: 'document: ')"}
+    )
+    pair_separator: str = field(default=" ", metadata={"help": "(ours) text between the query and passage_prefix"})
+    # Tevatron's default; RaDeR's value is unknown (training.md §12.5).
+    rerank_max_len: int = field(default=512, metadata={"help": "pair tokens incl. the appended EOS; 0 = no truncation"})
+    append_eos_token: bool = field(default=False, metadata={"help": "truncate to max_len-1, then append the EOS id"})
+    pad_to_multiple_of: int = field(default=16, metadata={"help": "pad batch width up to a multiple"})
+
+    def __post_init__(self) -> None:
+        if self.rerank_max_len == 1 or self.rerank_max_len < 0:
+            raise ValueError(f"--rerank_max_len must be 0 (no truncation) or >= 2, got {self.rerank_max_len}")
+        if self.pad_to_multiple_of < 1:
+            raise ValueError(f"--pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
+
+
+RERANKER_ARGUMENT_CLASSES = (
+    RerankerModelArguments,
+    RerankerLoraArguments,
+    RerankerDataArguments,
+    RerankerTextArguments,
+    RetrieverTrainingArguments,
+)

@@ -6,17 +6,22 @@ then append the EOS id, so the EOS is never cut. Batches are right-padded with t
 (its EOS id when it has none) up to the longest sequence rounded up to ``pad_to_multiple_of``. Queries and
 passages are padded separately; passages are group-major (query 0's G passages, then query 1's, ...).
 
+The reranker's :class:`RerankerCollator` hands the pairs to the model's own tokenisation
+(``PointwiseReranker.encode_pairs``: pair format, truncation, EOS, padding), the contract its inference uses.
+
 Usage::
 
     collate = ContrastiveCollator(tokenizer, query_max_len=32, passage_max_len=128, append_eos=True)
     batch = collate([("query: ...", ["document: ...", ...]), ...])
     batch["query"]["input_ids"].shape        # [B, Lq]; batch["passage"]["input_ids"].shape == [B*G, Lp]
+    pairs = RerankerCollator(reranker.encode_pairs, group_size=G)([("q", [("", "d"), ...]), ...])
+    pairs["input_ids"].shape                 # [B*G, L], group-major
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +81,23 @@ class ContrastiveCollator:
             raise ValueError(f"every group must have the same number of passages, got sizes {sorted(sizes)}")
         passages = [text for _, group in features for text in group]
         return {"query": self.encode(queries, self.query_max_len), "passage": self.encode(passages, self.passage_max_len)}
+
+
+PairEncoder = Callable[[Sequence[str], Sequence[str], Sequence[str]], dict[str, torch.Tensor]]
+
+
+@dataclass
+class RerankerCollator:
+    """``[(query, [(title, text), ...]), ...]`` -> one ``[B*G, L]`` batch of pairs, group-major."""
+
+    encode_pairs: PairEncoder
+    group_size: int
+
+    def __call__(self, features: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> dict[str, torch.Tensor]:
+        sizes = sorted({len(group) for _, group in features})
+        if sizes != [self.group_size]:
+            raise ValueError(f"every group must have {self.group_size} passages, got sizes {sizes}")
+        queries = [query for query, group in features for _ in group]
+        titles = [title for _, group in features for title, _ in group]
+        texts = [text for _, group in features for _, text in group]
+        return self.encode_pairs(queries, texts, titles)

@@ -24,6 +24,7 @@ Usage::
     dataset = TrainDataset(records, data_args, text_args, seed=42)
     dataset.set_trainer(trainer)            # the epoch comes from trainer.state.epoch
     query, passages = dataset[0]
+    reranker_groups = RerankerTrainDataset(records, data_args, seed=42)   # (query, [(title, text), ...])
 """
 
 from __future__ import annotations
@@ -331,6 +332,12 @@ class TrainDataset(Dataset):
         return out
 
     def __getitem__(self, item: int) -> tuple[str, list[str]]:
+        query, group = self.sample(item)
+        prefix = self.text_args.passage_prefix
+        return format_query(query, self.text_args.query_prefix), [format_passage(p, prefix) for p in group]
+
+    def sample(self, item: int) -> tuple[str, list[dict[str, Any]]]:
+        """The raw query and the passage rows of item ``item``'s group, positive first."""
         row = self.records[item]
         if self.format == "legacy":
             query, positives, negatives = row["query"], row["positive_passages"], row["negative_passages"]
@@ -352,5 +359,36 @@ class TrainDataset(Dataset):
         )
         if self.format == "v2":  # sample ids first, then look up only the chosen documents
             group = self._passages({"ids": group, "query_id": row.get("query_id")}, "ids")
-        prefix = self.text_args.passage_prefix
-        return format_query(query, self.text_args.query_prefix), [format_passage(p, prefix) for p in group]
+        return query, group
+
+
+class RerankerTrainDataset(TrainDataset):
+    """Groups for the pointwise reranker: ``(query, [(title, text), ...])``, positive first (training.md §12.3).
+
+    Sampling is the retriever's, with Tevatron's reranker-only ``--positive_passage_no_shuffle`` and
+    ``--negative_passage_no_shuffle`` honoured. Texts stay raw: prefixes, the title and the separator are the
+    model's pair format (``models.pointwise_reranker.format_pair``), the one inference uses too.
+    """
+
+    def __init__(
+        self,
+        records: datasets.Dataset,
+        data_args: DataArguments,
+        seed: int,
+        corpus: tuple[datasets.Dataset, dict[str, int]] | None = None,
+    ) -> None:
+        # Prefixes belong to the reranker's pair format, so the text arguments here are the empty defaults.
+        super().__init__(records, data_args, TextArguments(), seed, corpus, honour_no_shuffle=True)
+
+    def __getitem__(self, item: int) -> tuple[str, list[tuple[str, str]]]:  # type: ignore[override]
+        query, group = self.sample(item)
+        return query, [passage_title_and_text(p) for p in group]
+
+
+def passage_title_and_text(passage: dict[str, Any]) -> tuple[str, str]:
+    """``(title or "", text)`` of a passage row; a missing or ``None`` title is empty."""
+    text = passage.get("text")
+    if not isinstance(text, str):
+        raise ValueError(f"passage {passage.get('docid', passage.get('doc_id'))!r} has no 'text' string")
+    title = passage.get("title")
+    return (title if isinstance(title, str) else ""), text

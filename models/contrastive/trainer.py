@@ -8,7 +8,9 @@ Overrides, each for one reason:
 * ``training_step`` - divides the *reported* value by the world size: the loss carries a ``×W`` factor
   for the gradient (DDP/DeepSpeed average it away), the log should show the plain mean CE.
 * ``create_scheduler`` - ``--lr_schedule ds_warmup_decay_log`` reproduces DeepSpeed's WarmupDecayLR
-  (log warm-up, linear decay; what the paper's ZeRO-3 config ran) on runs without DeepSpeed.
+  (log warm-up, linear decay; what the paper's ZeRO-3 config ran) on runs without DeepSpeed. It and the
+  loss-scaling flag live in :class:`ScheduledTrainer`, shared with the reranker's trainer
+  (:mod:`models.contrastive.reranker_trainer`).
 * ``_save`` / ``_load_from_checkpoint`` - the model is a wrapper, not a ``PreTrainedModel``: save the PEFT
   adapter (or full backbone) from the possibly ZeRO-3-gathered state dict with the ``encoder.`` prefix
   stripped, plus the tokenizer, ``retriever_config.json`` and ``training_args.bin``; load it back on resume.
@@ -21,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -57,10 +60,26 @@ def ds_warmup_decay_log_factor(step: int, warmup_steps: int, total_steps: int) -
     return max(0.0, (total_steps - iteration) / max(1.0, total_steps - warmup))
 
 
-class ContrastiveTrainer(Trainer):
-    """Trainer whose model is a :class:`models.contrastive.model.ContrastiveEncoder`."""
+class ScheduledTrainer(Trainer):
+    """What the retriever and reranker trainers share: the loss is divided by the gradient-accumulation
+    steps exactly once (by ``training_step``), and ``--lr_schedule ds_warmup_decay_log`` is available."""
 
     loss_is_scaled_for_ga = False
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_scheduler is None and getattr(self.args, "lr_schedule", "auto") == "ds_warmup_decay_log":
+            warmup = max(1, self.args.get_warmup_steps(num_training_steps))  # what HF hands DeepSpeed
+            factor = partial(ds_warmup_decay_log_factor, warmup_steps=warmup, total_steps=num_training_steps)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+            self._created_lr_scheduler = True
+            logger.info("lr schedule: DeepSpeed WarmupDecayLR (log) emulated, warmup %d of %d", warmup, num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+
+class ContrastiveTrainer(ScheduledTrainer):
+    """Trainer whose model is a :class:`models.contrastive.model.ContrastiveEncoder`."""
 
     def __init__(self, *args: Any, inference_settings: InferenceSettings | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,19 +101,6 @@ class ContrastiveTrainer(Trainer):
         _, world = distributed_world()
         return super().training_step(*args, **kwargs) / world
 
-    # -------------------------------------------------------------------------------------------- schedule
-
-    def create_scheduler(
-        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
-    ) -> torch.optim.lr_scheduler.LRScheduler:
-        if self.lr_scheduler is None and getattr(self.args, "lr_schedule", "auto") == "ds_warmup_decay_log":
-            warmup = max(1, self.args.get_warmup_steps(num_training_steps))  # what HF hands DeepSpeed
-            factor = partial(ds_warmup_decay_log_factor, warmup_steps=warmup, total_steps=num_training_steps)
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
-            self._created_lr_scheduler = True
-            logger.info("lr schedule: DeepSpeed WarmupDecayLR (log) emulated, warmup %d of %d", warmup, num_training_steps)
-        return super().create_scheduler(num_training_steps, optimizer)
-
     # -------------------------------------------------------------------------------------------- saving
 
     def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
@@ -111,7 +117,7 @@ class ContrastiveTrainer(Trainer):
         logger.info("saving %s to %s", "LoRA adapter" if model.is_peft else "full backbone", output_dir)
         model.encoder.save_pretrained(output_dir, state_dict=encoder_state, safe_serialization=True)
         if model.is_peft:
-            _check_adapter_not_empty(Path(output_dir))
+            check_weights_not_empty(Path(output_dir) / ADAPTER_FILES[0])
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         if self.inference_settings is not None:
@@ -125,7 +131,7 @@ class ContrastiveTrainer(Trainer):
         if wrapper.is_peft:
             from peft import set_peft_model_state_dict
 
-            state = _read_weights(directory, ADAPTER_FILES)
+            state = read_weights(directory, ADAPTER_FILES)
             result = set_peft_model_state_dict(wrapper.encoder, state)
             missing_lora = [k for k in result.missing_keys if "lora_" in k]
             if missing_lora or result.unexpected_keys:
@@ -134,31 +140,46 @@ class ContrastiveTrainer(Trainer):
                     f"unexpected {result.unexpected_keys[:5]})"
                 )
         else:
-            state = _read_weights(directory, FULL_WEIGHT_FILES)
+            state = read_weights(directory, FULL_WEIGHT_FILES)
             wrapper.hf_model.load_state_dict(state, strict=True)
         logger.info("loaded %d tensors from %s", len(state), directory)
 
 
-def _read_weights(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def read_weights(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The first of ``names`` found in ``directory`` (or its shards, via ``<name>.index.json``), on CPU."""
     for name in names:
         path = directory / name
+        index = directory / f"{name}.index.json"
+        if not path.is_file() and index.is_file():
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(_read_weight_file(directory / shard))
+            return state
         if path.is_file():
-            if name.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                return load_file(str(path), device="cpu")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _read_weight_file(path)
     raise FileNotFoundError(f"{directory} holds none of {list(names)}; is it a checkpoint of this trainer?")
 
 
-def _check_adapter_not_empty(directory: Path) -> None:
-    """Fail loudly if a partitioned (ZeRO-3) adapter was written as empty tensors (spec §12.6)."""
-    path = directory / ADAPTER_FILES[0]
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_weights_not_empty(path: Path) -> None:
+    """Fail loudly if partitioned (ZeRO-3) weights were written as empty tensors (spec §12.6).
+
+    ``path`` is a ``.safetensors`` file; a missing file is left to the loaders to report.
+    """
     if not path.is_file():
         return
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        empty = [key for key in handle.keys() if handle.get_slice(key).get_shape() in ([], [0])]
-        if empty or not list(handle.keys()):
-            raise RuntimeError(f"{path}: adapter tensors are empty ({empty[:5]}); was the state dict gathered?")
+        keys = list(handle.keys())
+        empty = [key for key in keys if math.prod(handle.get_slice(key).get_shape()) == 0]
+        if empty or not keys:
+            raise RuntimeError(f"{path}: saved tensors are empty ({empty[:5]}); was the state dict gathered?")

@@ -1,0 +1,176 @@
+"""Stage 5b: train a pointwise reranker with LoRA and a grouped cross-entropy, Tevatron-compatible (training.md §12).
+
+    python -m run_src.train_reranker --output_dir out/rader_reranker --model_name_or_path Qwen/Qwen2.5-7B-Instruct \
+        --lora --lora_target_modules q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj \
+        --dataset_path train.jsonl --query_prefix "query: " --passage_prefix "document: " --append_eos_token \
+        --bf16 --per_device_train_batch_size 2 --gradient_accumulation_steps 16 --gradient_checkpointing \
+        --train_group_size 12 --learning_rate 1e-4 --rerank_max_len 512 --num_train_epochs 1 --warmup_steps 28
+    deepspeed --include localhost:0,1 --module run_src.train_reranker --deepspeed tevatron_configs/ds_zero3_config.json ...
+
+Flags are Tevatron's reranker flags (``tevatron.reranker.driver.train``; classes in
+``models/contrastive/arguments.py``), so the paper's command runs unchanged; ``--lora_r`` defaults to 8 as there.
+The model is :class:`models.pointwise_reranker.PointwiseReranker` (backbone + one-output linear head on the last
+real token); data, group sampling, run set-up and the LR schedule are the retriever trainer's.
+
+The output directory gets ``train_config.json`` (every option) before training, ``checkpoint-<step>/`` every
+``--save_steps`` (resumable: step count, LR schedule, optimizer and weights continue), and at the end the
+reranker (``adapter_config.json`` + ``adapter_model.safetensors`` or the full backbone,
+``reranker_head.safetensors``, the tokenizer, ``reranker_config.json`` with the pair format) and ``_SUCCESS``.
+``python -m run_src.rerank --reranker pointwise --model <output_dir>`` uses it as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` ends with: the exit status and, after training, the trainer (its ``model`` is the
+    trained reranker in memory)."""
+
+    exit_code: int
+    trainer: Any = None
+
+
+def reranker_format(text_args: Any) -> Any:
+    """The :class:`models.pointwise_reranker.RerankerFormat` the flags describe (saved with the model)."""
+    from models.pointwise_reranker import RerankerFormat
+
+    return RerankerFormat(
+        query_prefix=text_args.query_prefix,
+        passage_prefix=text_args.passage_prefix,
+        separator=text_args.pair_separator,
+        max_len=text_args.rerank_max_len or None,
+        append_eos=text_args.append_eos_token,
+        pad_to_multiple_of=text_args.pad_to_multiple_of,
+    )
+
+
+def build_reranker(model_args: Any, lora_args: Any, text_args: Any, training_args: Any) -> Any:
+    """Backbone in the training precision, optional LoRA, a new head drawn with ``--seed``."""
+    from models.contrastive.model import resolve_attn_implementation
+    from models.pointwise_reranker import LoraSettings, PointwiseReranker
+    from run_src.train_retriever import model_dtype
+
+    lora = (
+        LoraSettings(
+            r=lora_args.lora_r,
+            alpha=lora_args.lora_alpha,
+            dropout=lora_args.lora_dropout,
+            target_modules=tuple(lora_args.target_modules),
+        )
+        if lora_args.lora
+        else None
+    )
+    model = PointwiseReranker.from_backbone(
+        model_args.model_name_or_path,
+        fmt=reranker_format(text_args),
+        lora=lora,
+        dtype=str(model_dtype(training_args)).removeprefix("torch."),
+        device="cpu",  # the Trainer (or DeepSpeed) places it
+        attn_implementation=resolve_attn_implementation(model_args.attn_implementation),
+        seed=training_args.seed,
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("reranker: %d trainable of %d parameters (%s backbone)", trainable, total, "LoRA" if lora else "full")
+    return model
+
+
+def run(argv: Sequence[str] | None = None) -> RunResult:
+    """Parse, check, train and save; exit code 2 for bad flags or input, before any compute."""
+    from transformers import HfArgumentParser, set_seed
+
+    from models.contrastive.arguments import RERANKER_ARGUMENT_CLASSES
+    from models.contrastive.collator import RerankerCollator
+    from models.contrastive.dataset import RerankerTrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.contrastive.reranker_trainer import RerankerTrainer
+    from models.contrastive.run_setup import (
+        init_distributed,
+        mark_success,
+        parse_arguments,
+        prepare_output_dir,
+        setup_logging,
+        write_run_config,
+    )
+
+    parser = HfArgumentParser(RERANKER_ARGUMENT_CLASSES)
+    try:
+        model_args, lora_args, data_args, text_args, training_args = parse_arguments(parser, argv)
+    except ValueError as err:
+        logging.basicConfig(level=logging.INFO)
+        logger.error("%s", err)
+        return RunResult(2)
+    setup_logging(training_args)
+    init_distributed(training_args)
+    try:
+        resume = prepare_output_dir(training_args)
+        set_seed(training_args.seed)
+        records = load_train_records(data_args)
+        corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
+        model = build_reranker(model_args, lora_args, text_args, training_args)
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return RunResult(2)
+    except OSError as err:  # transformers' message for a model it cannot find or read
+        logger.error("--model_name_or_path %s cannot be loaded: %s", model_args.model_name_or_path, err)
+        return RunResult(2)
+    dataset = RerankerTrainDataset(records, data_args, seed=training_args.seed, corpus=corpus)
+    if training_args.dataloader_num_workers > 0:
+        logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
+    logger.info("training set: %d records (%s format), group size %d", len(dataset), dataset.format,
+                data_args.train_group_size)  # fmt: skip
+
+    trainer = RerankerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=RerankerCollator(model.encode_pairs, data_args.train_group_size),
+        group_size=data_args.train_group_size,
+    )
+    dataset.set_trainer(trainer)
+    if trainer.is_world_process_zero():
+        parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
+        derived = {
+            "world_size": training_args.world_size,
+            "records": len(dataset),
+            "record_format": dataset.format,
+            "resume_from_checkpoint": resume,
+            "reranker": model.describe(),
+            "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
+        }
+        write_run_config(training_args.output_dir, parts, derived, training_args)
+
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        summary = {
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "wall_s": round(time.monotonic() - started, 1),
+            "resumed_from": resume,
+        }
+        mark_success(training_args.output_dir, summary)
+        print(
+            f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} "
+            f"-> {training_args.output_dir}"
+        )
+    return RunResult(0, trainer)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv).exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

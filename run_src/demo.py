@@ -166,19 +166,17 @@ def training_file(config: DemoConfig) -> Path:
     return config.out_dir / "train" / "train.jsonl"
 
 
+CPU_TRAINING_CONFIG = Path(__file__).resolve().parent.parent / "tevatron_configs" / "smollm2-135m-cpu.json"
+
+
 def train_command(config: DemoConfig) -> list[str]:
     """RaDeR's recipe (EOS pooling, normalised, InfoNCE at 0.01, LoRA on every projection) at CPU size."""
     return [
-        "run_src.train_retriever", "--model_name_or_path", config.smollm2_dir,
-        "--dataset_path", str(training_file(config)), "--output_dir", str(config.out_dir / "model" / "lora"),
-        "--overwrite_output_dir", "--lora", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0.1",
-        "--lora_target_modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-        "--pooling", "eos", "--append_eos_token", "--normalize", "--temperature", "0.01",
-        "--query_prefix", "query: ", "--passage_prefix", "document: ",
-        "--train_group_size", "3", "--per_device_train_batch_size", "4",
-        "--query_max_len", "64", "--passage_max_len", "128", "--learning_rate", "1e-4", "--warmup_steps", "0",
-        "--max_steps", str(config.train_steps), "--logging_steps", "5", "--save_steps", "100000",
-        "--report_to", "none", "--seed", str(config.seed),
+        "run_src.train_retriever", "--config", str(CPU_TRAINING_CONFIG),
+        "--model_name_or_path", config.smollm2_dir, "--dataset_path", str(training_file(config)),
+        "--output_dir", str(config.out_dir / "model" / "lora"), "--overwrite_output_dir",
+        "--max_steps", str(config.train_steps), "--seed", str(config.seed),
+        *(["--use_cpu", "false"] if config.device == "cuda" else []),
     ]  # fmt: skip
 
 
@@ -198,9 +196,10 @@ def eval_commands(config: DemoConfig) -> dict[str, list[str]]:
         "--task", "champ", "--bright_dir", str(config.out_dir / "heldout_mirror"),
         "--output_dir", str(config.out_dir / "eval"), "--cache_dir", str(config.out_dir / "cache" / "eval"),
     ]  # fmt: skip
+    dense = ["--device", config.device]
     return {
         "bm25": ["run_src.evaluate_bright", "--model", "bm25", *common],
-        "minilm": ["run_src.evaluate_bright", "--model", "minilm", *common],
+        "minilm": ["run_src.evaluate_bright", "--model", "minilm", *common, *dense],
         "smollm2-base": [
             "run_src.evaluate_bright",
             "--model",
@@ -210,6 +209,7 @@ def eval_commands(config: DemoConfig) -> dict[str, list[str]]:
             "--model_name",
             "smollm2-base",
             *common,
+            *dense,
         ],  # fmt: skip
         "rader-smollm2": [
             "run_src.evaluate_bright",
@@ -220,6 +220,7 @@ def eval_commands(config: DemoConfig) -> dict[str, list[str]]:
             "--model_name",
             "rader-smollm2",
             *common,
+            *dense,
         ],  # fmt: skip
     }
 
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_steps", type=int, default=24)
     p.add_argument("--workers", type=int, default=8, help="concurrent MCTS searches")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where training and dense encoding run")
     p.add_argument("--paper_filter", action="store_true", help="keep only correct trajectories (paper)")
     p.add_argument("--tiny_search", action="store_true", help="depth 3, one sample per action (the CI size)")
     return p
@@ -332,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=Path(args.out_dir), generator_url=args.generator_url, model=args.model, bm25_url=args.bm25_url,
         smollm2_dir=args.smollm2_dir, champ_mirror=args.champ_mirror, problems=args.problems, rollouts=args.rollouts,
         heldout=args.heldout, seed=args.seed, train_steps=args.train_steps, paper_filter=args.paper_filter, tiny_search=args.tiny_search,
-        workers=args.workers,
+        workers=args.workers, device=args.device,
     )  # fmt: skip
     config.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config.out_dir / "demo_config.json", _json(asdict(config)))

@@ -107,10 +107,30 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     search.add_argument("--mcts_weight_scheduler", default="const", choices=WEIGHT_SCHEDULERS)
     search.add_argument("--mcts_discount_factor", type=float, default=1.0)
     search.add_argument("--disable_a1", action="store_true", help="no one-step thoughts")
-    search.add_argument("--disable_a3", action="store_true", help="rStar sub-questions (always off here)")
-    search.add_argument("--disable_a4", action="store_true", help="rStar re-answering (always off here)")
-    search.add_argument("--disable_a5", action="store_true", help="rStar rephrasing (always off here)")
+    # rStar's optional actions are off by default, as in the paper (§4.1); --disable_a3/a4/a5 stay accepted
+    # so the paper's command line runs unchanged.
+    search.add_argument(
+        "--enable_a3", action="store_true", help="rStar A3: propose sub-questions and answer them (off by default)"
+    )
+    search.add_argument(
+        "--enable_a4",
+        action="store_true",
+        help="rStar A4 (re-answer a sub-question) is not implemented: this flag is refused",
+    )
+    search.add_argument("--enable_a5", action="store_true", help="rStar A5: rephrase the question (off by default)")
+    search.add_argument("--disable_a3", action="store_true", help="keep rStar A3 off (the default)")
+    search.add_argument(
+        "--disable_a4", action="store_true", help="accepted for the paper's command; A4 is not implemented, always off"
+    )
+    search.add_argument("--disable_a5", action="store_true", help="keep rStar A5 off (the default)")
     search.add_argument("--disable_a6", action="store_true", help="no query generation / retrieval")
+    search.add_argument("--num_subquestions", type=int, default=3, help="sub-questions proposed per A3 action")
+    search.add_argument(
+        "--num_votes",
+        type=int,
+        default=10,
+        help="answers sampled per non-final A3 sub-question; the majority answer's share is its value",
+    )
     search.add_argument("--bool_goldanswer_reward", action="store_true", help="gold-answer rewards (the only mode)")
     search.add_argument(
         "--wrong_answer_reward",
@@ -162,8 +182,21 @@ def _read_problem_ids(path: str) -> set[str]:
     return {str(value) for value in values}
 
 
+def check_rstar_flags(args: argparse.Namespace) -> None:
+    """Refuse contradictory or unsupported rStar action flags (``ValueError`` naming them)."""
+    if args.enable_a4:
+        raise ValueError("--enable_a4: rStar's A4 (re-answer a sub-question) is not implemented; drop the flag")
+    for action in ("a3", "a5"):
+        if getattr(args, f"enable_{action}") and getattr(args, f"disable_{action}"):
+            raise ValueError(f"--enable_{action} and --disable_{action} contradict each other; keep one")
+
+
 def expansion_config(args: argparse.Namespace) -> ExpansionConfig:
-    disabled = {ActionName.SUBQUESTION, ActionName.REPHRASE}
+    disabled: set[ActionName] = set()
+    if not args.enable_a3:
+        disabled.add(ActionName.SUBQUESTION)
+    if not args.enable_a5:
+        disabled.add(ActionName.REPHRASE)
     if args.disable_a1:
         disabled.add(ActionName.OST)
     if args.disable_a6:
@@ -174,6 +207,7 @@ def expansion_config(args: argparse.Namespace) -> ExpansionConfig:
         num_a1_steps=args.num_a1_steps,
         num_direct_answer_samples=args.mcts_num_last_votes,
         num_query_generations=args.qg_nodes,
+        num_subquestions=args.num_subquestions,
         disabled_actions=frozenset(disabled),
         wrong_answer_reward=args.wrong_answer_reward,
         reference_da_value=args.reference_da_value,
@@ -196,6 +230,7 @@ def action_settings(args: argparse.Namespace) -> ActionSettings:
         dense_probability=args.threshold,
         llm_judge=args.llm_judge,
         seed=args.seed,
+        num_votes=args.num_votes,
     )
 
 
@@ -287,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.task = "champ"
     args.corpus = args.corpus or settings.bright_dir or "hf"
     try:
+        check_rstar_flags(args)
         shard = parse_shard(args.shard) if args.shard else None
         problem_set = load_problems(args.dataset_name, args.data_root, args.test_json_filename, args.data_file)
         wanted = _read_problem_ids(args.problem_ids) if args.problem_ids else None
@@ -297,7 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
 
     run = run_directory(args, problem_set.total_items)
-    prompts = MCTSPrompts.load(args.LLM_candidate_theorems)
+    prompts = MCTSPrompts.load(
+        args.LLM_candidate_theorems,
+        subquestions=expansion.enabled(ActionName.SUBQUESTION),
+        rephrase=expansion.enabled(ActionName.REPHRASE),
+    )
     record = run_args_record(args, run, prompts, problem_set.skipped)
     args_path = run.root / "args.json"
     if args_path.is_file():

@@ -6,7 +6,9 @@ request carries a seed derived from (run seed, problem id, node id, action) ([FI
 ``seed=1`` everywhere), so a problem's tree does not depend on which other problems ran beside it.
 
 Blocking by design: one search runs in one worker thread; the clients are thread-safe and the summaries
-and self-reflections of one retrieval call are sent concurrently.
+and self-reflections of one retrieval call (and the answers to one A3 call's sub-questions) are sent
+concurrently. rStar's optional actions, A3 sub-questions and A5 rephrasing (spec §6.6), need their
+prompts loaded (``MCTSPrompts.load(subquestions=True, rephrase=True)``).
 
 Usage::
 
@@ -21,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -35,9 +38,19 @@ from run_src.mcts.actions import (
     RelevanceLabel,
     RetrievalOutcome,
     RetrievedTheorem,
+    SubquestionStep,
 )
-from run_src.mcts.parsing import first_step, parse_candidate_theorems, parse_self_reflection
-from run_src.mcts.partial_solution import retrieval_context_text, steps_text
+from run_src.mcts.nodes import reach_terminal_subquestion, reward_for_grade
+from run_src.mcts.parsing import (
+    first_step,
+    parse_candidate_theorems,
+    parse_rephrased,
+    parse_self_reflection,
+    parse_subanswer,
+    parse_subquestion,
+    subanswer_key,
+)
+from run_src.mcts.partial_solution import retrieval_context_text, steps_text, subquestions_text
 
 if TYPE_CHECKING:
     from models.retriever_client import RetrieverClient
@@ -46,6 +59,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DenseName = Literal["Repllama", "RaDeR"]
+# rStar floors a sub-answer's vote share so that no sub-question node is valued exactly 0 (spec §6.6).
+MIN_SUBANSWER_VALUE = 0.01
 
 
 @dataclass(frozen=True)
@@ -68,12 +83,19 @@ class ActionSettings:
     dense_probability: float = 1.0
     llm_judge: bool = False
     seed: int = 42
+    # rStar A3/A5 (off in the paper configuration; spec §6.1 table, §6.6).
+    subquestion_max_tokens: int = 128
+    subanswer_max_tokens: int = 512
+    rephrase_max_tokens: int = 512
+    num_votes: int = 10  # answers sampled per non-final sub-question (rStar --num_votes)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dense_probability <= 1.0:
             raise ValueError(f"dense_probability (--threshold) must be in [0, 1], got {self.dense_probability}")
         if self.topk_rt < 1:
             raise ValueError(f"topk_rt must be >= 1, got {self.topk_rt}")
+        if self.num_votes < 1:
+            raise ValueError(f"num_votes must be >= 1, got {self.num_votes}")
 
 
 @dataclass(frozen=True)
@@ -91,32 +113,56 @@ class RetrieverSet:
 
 @dataclass(frozen=True)
 class MCTSPrompts:
-    """The prompt files of the actions (``prompts/mcts_*.txt``)."""
+    """The prompt files of the actions (``prompts/mcts_*.txt``); the rStar ones only when their action is on."""
 
     ost: PromptTemplate
     crs: PromptTemplate
     query_generation: PromptTemplate
     summarize: PromptTemplate
     self_reflection: PromptTemplate
+    subquestion: PromptTemplate | None = None  # A3: propose the next sub-question
+    subanswer: PromptTemplate | None = None  # A3: answer one sub-question
+    rephrase: PromptTemplate | None = None  # A5
 
     @classmethod
-    def load(cls, llm_candidate_theorems: bool = True, prompts_dir: str | None = None) -> MCTSPrompts:
+    def load(
+        cls,
+        llm_candidate_theorems: bool = True,
+        prompts_dir: str | None = None,
+        *,
+        subquestions: bool = False,
+        rephrase: bool = False,
+    ) -> MCTSPrompts:
         root = PROMPTS_DIR if prompts_dir is None else Path(prompts_dir)
         steps = {"question", "partial_solution"}
         qg_file = "mcts_query_generation.txt" if llm_candidate_theorems else "mcts_query_generation_freetext.txt"
+        answered = {"question", "subquestions"}
         return cls(
             ost=load_prompt(root / "mcts_ost.txt", steps),
             crs=load_prompt(root / "mcts_crs.txt", steps),
             query_generation=load_prompt(root / qg_file, steps),
             summarize=load_prompt(root / "mcts_summarize_theorem.txt", {"theorem"}),
             self_reflection=load_prompt(root / "mcts_self_reflection.txt", steps | {"theorem"}),
+            subquestion=load_prompt(root / "mcts_subquestion.txt", answered) if subquestions else None,
+            subanswer=load_prompt(root / "mcts_subanswer.txt", answered | {"subquestion"}) if subquestions else None,
+            rephrase=load_prompt(root / "mcts_rephrase.txt", {"question"}) if rephrase else None,
+        )
+
+    def templates(self) -> tuple[PromptTemplate, ...]:
+        """Every loaded template, the rStar ones included when present."""
+        optional = (self.subquestion, self.subanswer, self.rephrase)
+        return (
+            self.ost,
+            self.crs,
+            self.query_generation,
+            self.summarize,
+            self.self_reflection,
+            *(t for t in optional if t is not None),
         )
 
     def versions(self) -> dict[str, str]:
         """``{prompt name: version hash}``, recorded in ``args.json`` and every answer sheet."""
-        return {
-            t.name: t.version for t in (self.ost, self.crs, self.query_generation, self.summarize, self.self_reflection)
-        }
+        return {t.name: t.version for t in self.templates()}
 
 
 @dataclass
@@ -245,16 +291,22 @@ class LLMActions:
         )
         return RetrievalOutcome(query=query, theorems=theorems, scores=scores, retriever_name=name)
 
-    def _gather(self, conversations: list[list[dict[str, str]]], params: list[SamplingParams]) -> list[str]:
-        """Send one request per conversation concurrently; each reply's first sample, stripped."""
+    def _gather_samples(
+        self, conversations: list[list[dict[str, str]]], params: list[SamplingParams]
+    ) -> list[list[str]]:
+        """Send one request per conversation concurrently; every sample of each reply, in order."""
 
-        async def run() -> list[str]:
+        async def run() -> list[list[str]]:
             completions = await asyncio.gather(
                 *(self.resources.llm.achat(messages, p) for messages, p in zip(conversations, params, strict=True))
             )
-            return [(c.texts[0] if c.texts else "").strip() for c in completions]
+            return [list(c.texts) for c in completions]
 
         return asyncio.run(run())
+
+    def _gather(self, conversations: list[list[dict[str, str]]], params: list[SamplingParams]) -> list[str]:
+        """Send one request per conversation concurrently; each reply's first sample, stripped."""
+        return [(texts[0] if texts else "").strip() for texts in self._gather_samples(conversations, params)]
 
     def _summarize(self, node: ReasoningNode, texts: list[str]) -> list[str]:
         conversations = [self.prompts.summarize.render(theorem=" ".join(text.split())) for text in texts]
@@ -279,6 +331,76 @@ class LLMActions:
         ]
         return [parse_self_reflection(reply) for reply in self._gather(conversations, params)]
 
+    # --- rStar A3, A5 (off by default) --------------------------------------------------------------------
+
+    def _rstar_prompt(self, name: Literal["subquestion", "subanswer", "rephrase"]) -> PromptTemplate:
+        template = getattr(self.prompts, name)
+        if template is None:
+            flag = "rephrase" if name == "rephrase" else "subquestions"
+            raise ValueError(
+                f"the {name} prompt is not loaded but its rStar action is enabled; build ActionResources with "
+                f"MCTSPrompts.load(..., {flag}=True)"
+            )
+        return template
+
+    def generate_subquestions(self, node: ReasoningNode, n: int) -> list[SubquestionStep]:
+        """A3 (§6.6): ``n`` proposed sub-questions, each with its chosen answer and value.
+
+        Proposals that do not parse, and repeats, are dropped (so fewer than ``n`` may come back). A final
+        sub-question (``reach_terminal_subquestion``) makes a leaf, so its ``num_direct_answer_samples``
+        answers are graded against the gold answer as A2's are: the first best is kept and its reward is the
+        value. Any other sub-question is answered ``num_votes`` times; the first answer with the most common
+        final value is kept, valued by that value's share of the samples (at least 0.01, as rStar).
+        """
+        proposer, answerer = self._rstar_prompt("subquestion"), self._rstar_prompt("subanswer")
+        answered = subquestions_text(node)
+        messages = proposer.render(question=node.question, subquestions=answered)
+        params = self._params(node, "subquestion", self.settings.subquestion_max_tokens, n, ("\nAnswer",))
+        proposals: list[str] = []
+        for text in self.resources.llm.chat(messages, params).texts:
+            subquestion = parse_subquestion(text)
+            if subquestion is not None and subquestion.casefold() not in {p.casefold() for p in proposals}:
+                proposals.append(subquestion)
+        if not proposals:
+            return []
+        final = [reach_terminal_subquestion(subquestion, node.question) for subquestion in proposals]
+        conversations = [
+            answerer.render(question=node.question, subquestions=answered, subquestion=subquestion)
+            for subquestion in proposals
+        ]
+        votes = [node.config.num_direct_answer_samples if is_final else self.settings.num_votes for is_final in final]
+        answer_params = [
+            self._params(node, f"subanswer{i}", self.settings.subanswer_max_tokens, k, ("\nSub-question", "\nProblem:"))
+            for i, k in enumerate(votes)
+        ]
+        steps: list[SubquestionStep] = []
+        samples_per_question = self._gather_samples(conversations, answer_params)
+        for subquestion, is_final, samples in zip(proposals, final, samples_per_question, strict=True):
+            answers = [answer for answer in (parse_subanswer(text) for text in samples) if answer]
+            if not answers:
+                continue  # a sub-question nobody answered would be an empty node
+            if is_final:
+                rewards = [
+                    reward_for_grade(self.grade_answer(node, a), node.config.wrong_answer_reward) for a in answers
+                ]
+                best = max(rewards)
+                steps.append(SubquestionStep(subquestion, answers[rewards.index(best)], best))
+            else:
+                steps.append(SubquestionStep(subquestion, *majority_subanswer(answers, len(samples))))
+        return steps
+
+    def rephrase_question(self, node: ReasoningNode) -> str:
+        """A5 (§6.6): the question as numbered conditions plus the question; the question itself when the
+        reply has no condition and ``Question:`` lines (the RU node then repeats it)."""
+        messages = self._rstar_prompt("rephrase").render(question=node.question)
+        params = self._params(node, "rephrase", self.settings.rephrase_max_tokens, 1, ("\nProblem:",))
+        texts = self.resources.llm.chat(messages, params).texts
+        rephrased = parse_rephrased(texts[0]) if texts else None
+        if rephrased is None:
+            logger.debug("problem %s node %d: unusable rephrasing, keeping the question", self.problem_id, node.node_id)
+            return node.question
+        return rephrased
+
     # --- rewards ------------------------------------------------------------------------------------------
 
     def grade_answer(self, node: ReasoningNode, text: str) -> AnswerGrade:
@@ -293,3 +415,18 @@ class LLMActions:
         ):
             return AnswerGrade.CORRECT
         return AnswerGrade.WRONG
+
+
+def majority_subanswer(answers: list[str], num_samples: int) -> tuple[str, float]:
+    """``(answer, value)`` by majority vote over the answers' final values (rStar A3).
+
+    The first answer carrying the most common value wins (ties: the value seen first); the value is that
+    count over ``num_samples`` (empty samples count against it), floored at :data:`MIN_SUBANSWER_VALUE`.
+    Answers without a readable value do not vote; if none has one, the first answer gets the floor.
+    """
+    keys = [subanswer_key(answer) for answer in answers]
+    counts = Counter(key for key in keys if key is not None)
+    if not counts:
+        return answers[0], MIN_SUBANSWER_VALUE
+    key, count = counts.most_common(1)[0]
+    return answers[keys.index(key)], max(count / max(num_samples, 1), MIN_SUBANSWER_VALUE)

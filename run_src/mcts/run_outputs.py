@@ -55,6 +55,10 @@ RESUME_KEYS = (
     "disable_a3",
     "disable_a5",
     "disable_a6",
+    "enable_a3",
+    "enable_a5",
+    "num_subquestions",
+    "num_votes",
 )
 
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 from models.answer_checking import grade
 from run_src.mcts.llm_actions import ActionResources, LLMActions
-from run_src.mcts.nodes import DirectAnswer, ExpansionConfig, OstStep, ReasoningNode, collect_solution_nodes
+from run_src.mcts.nodes import (
+    DirectAnswer,
+    ExpansionConfig,
+    OstStep,
+    ReasoningNode,
+    Subquestion,
+    collect_solution_nodes,
+)
 from run_src.mcts.problems import Problem
 from run_src.mcts.run_outputs import ProblemOutputs
 from run_src.mcts.search import MCTSSearcher, WeightScheduler, problem_rng
@@ -42,10 +49,13 @@ class SearchSettings:
 
 
 def solution_text(node: ReasoningNode) -> str:
-    """The text whose last box is the node's answer: the DA continuation or the terminal OST step."""
+    """The text whose last box is the node's answer: the DA continuation, the terminal OST step, or the
+    answer of a final sub-question (rStar A3)."""
     payload = node.payload
     if isinstance(payload, DirectAnswer | OstStep):
         return payload.text
+    if isinstance(payload, Subquestion):
+        return payload.subanswer
     return ""
 
 

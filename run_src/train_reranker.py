@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,10 +94,10 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
     from models.contrastive.reranker_trainer import RerankerTrainer
     from models.contrastive.run_setup import (
         init_distributed,
-        mark_success,
         parse_arguments,
         prepare_output_dir,
         setup_logging,
+        train_and_mark_success,
         write_run_config,
     )
 
@@ -149,22 +148,7 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
         }
         write_run_config(training_args.output_dir, parts, derived, training_args)
 
-    started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        summary = {
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "wall_s": round(time.monotonic() - started, 1),
-            "resumed_from": resume,
-        }
-        mark_success(training_args.output_dir, summary)
-        print(
-            f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} "
-            f"-> {training_args.output_dir}"
-        )
+    train_and_mark_success(trainer, training_args.output_dir, resume)
     return RunResult(0, trainer)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.contrastive.model import ContrastiveEncoder
     from models.contrastive.run_setup import (
         init_distributed,
-        mark_success,
         parse_arguments,
         prepare_output_dir,
         setup_logging,
+        train_and_mark_success,
         write_run_config,
     )
     from models.contrastive.trainer import ContrastiveTrainer
@@ -106,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = TrainDataset(records, data_args, text_args, seed=training_args.seed, corpus=corpus)
     if training_args.dataloader_num_workers > 0:
         logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
-    logger.info("training set: %d records (%s format), group size %d", len(dataset), dataset.format,
-                data_args.train_group_size)
+    logger.info(
+        "training set: %d records (%s format), group size %d", len(dataset), dataset.format, data_args.train_group_size
+    )
 
     dtype = model_dtype(training_args)
     model = ContrastiveEncoder.build(model_args, lora_args, dtype, training_args.gradient_checkpointing)
@@ -141,22 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         write_run_config(training_args.output_dir, parts, derived, training_args)
 
-    started = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        summary = {
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "wall_s": round(time.monotonic() - started, 1),
-            "resumed_from": resume,
-        }
-        mark_success(training_args.output_dir, summary)
-        print(
-            f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} "
-            f"-> {training_args.output_dir}"
-        )
+    train_and_mark_success(trainer, training_args.output_dir, resume)
     return 0
 
 

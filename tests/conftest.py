@@ -107,3 +107,15 @@ def generator_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
         subprocess.run(["bash", str(REPO_ROOT / "servers/down.sh"), "--run-dir", str(run_dir)], env=env, check=True)
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)  # down.sh left no process of the server's group behind
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One OpenMP thread per module that asks for it: two threads on 2 shared cores were ~10x slower than one
+    (tests/integration/test_encoders.py). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -35,10 +35,9 @@ import torch
 
 from models.contrastive.loss import grouped_ce_loss
 from models.contrastive.trainer import (
-    ADAPTER_FILES,
-    FULL_WEIGHT_FILES,
     ScheduledTrainer,
     check_weights_not_empty,
+    load_checkpoint_weights,
     read_weights,
 )
 from models.pointwise_reranker import HEAD_WEIGHTS_NAME
@@ -101,19 +100,6 @@ class RerankerTrainer(ScheduledTrainer):
         """Load the adapter (or full backbone) and the head written by :meth:`_save` into the model."""
         reranker = self.accelerator.unwrap_model(model if model is not None else self.model)
         directory = Path(resume_from_checkpoint)
-        if reranker.is_lora:
-            from peft import set_peft_model_state_dict
-
-            state = read_weights(directory, ADAPTER_FILES)
-            result = set_peft_model_state_dict(reranker.backbone, state)
-            missing_lora = [k for k in result.missing_keys if "lora_" in k]
-            if missing_lora or result.unexpected_keys:
-                raise RuntimeError(
-                    f"{directory}: adapter does not fit the model (missing {missing_lora[:5]}, "
-                    f"unexpected {result.unexpected_keys[:5]})"
-                )
-        else:
-            state = read_weights(directory, FULL_WEIGHT_FILES)
-            reranker.backbone.load_state_dict(state, strict=True)
+        count = load_checkpoint_weights(directory, reranker.backbone, reranker.is_lora)
         reranker.head.load_state_dict(read_weights(directory, (HEAD_WEIGHTS_NAME,)), strict=True)
-        logger.info("loaded %d backbone tensors and the head from %s", len(state), directory)
+        logger.info("loaded %d backbone tensors and the head from %s", count, directory)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,20 @@ def write_run_config(
 def mark_success(output_dir: str | Path, summary: dict[str, Any]) -> None:
     """``_SUCCESS`` last, so downstream stages (merge) know the directory is complete."""
     atomic_write_json(Path(output_dir) / SUCCESS_MARKER, summary)
+
+
+def train_and_mark_success(trainer: Any, output_dir: str | Path, resume: str | None) -> None:
+    """Train (resuming from ``resume``), save the model and trainer state, then write ``_SUCCESS`` with a summary."""
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        summary = {
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "wall_s": round(time.monotonic() - started, 1),
+            "resumed_from": resume,
+        }
+        mark_success(output_dir, summary)
+        print(f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} -> {output_dir}")

@@ -74,7 +74,9 @@ class ScheduledTrainer(Trainer):
             factor = partial(ds_warmup_decay_log_factor, warmup_steps=warmup, total_steps=num_training_steps)
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
-            logger.info("lr schedule: DeepSpeed WarmupDecayLR (log) emulated, warmup %d of %d", warmup, num_training_steps)
+            logger.info(
+                "lr schedule: DeepSpeed WarmupDecayLR (log) emulated, warmup %d of %d", warmup, num_training_steps
+            )
         return super().create_scheduler(num_training_steps, optimizer)
 
 
@@ -127,22 +129,29 @@ class ContrastiveTrainer(ScheduledTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """Load the adapter (or full backbone) written by :meth:`_save` into the wrapper's encoder."""
         wrapper = self.accelerator.unwrap_model(model if model is not None else self.model)
-        directory = Path(resume_from_checkpoint)
-        if wrapper.is_peft:
-            from peft import set_peft_model_state_dict
+        module = wrapper.encoder if wrapper.is_peft else wrapper.hf_model
+        count = load_checkpoint_weights(Path(resume_from_checkpoint), module, wrapper.is_peft)
+        logger.info("loaded %d tensors from %s", count, resume_from_checkpoint)
 
-            state = read_weights(directory, ADAPTER_FILES)
-            result = set_peft_model_state_dict(wrapper.encoder, state)
-            missing_lora = [k for k in result.missing_keys if "lora_" in k]
-            if missing_lora or result.unexpected_keys:
-                raise RuntimeError(
-                    f"{directory}: adapter does not fit the model (missing {missing_lora[:5]}, "
-                    f"unexpected {result.unexpected_keys[:5]})"
-                )
-        else:
-            state = read_weights(directory, FULL_WEIGHT_FILES)
-            wrapper.hf_model.load_state_dict(state, strict=True)
-        logger.info("loaded %d tensors from %s", len(state), directory)
+
+def load_checkpoint_weights(directory: Path, module: torch.nn.Module, lora: bool) -> int:
+    """Put a checkpoint's adapter (``lora``: into the PEFT model ``module``) or full weights back; returns the
+    number of tensors. Only LoRA keys may be missing from an adapter (the frozen base is not saved)."""
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        state = read_weights(directory, ADAPTER_FILES)
+        result = set_peft_model_state_dict(module, state)
+        missing_lora = [k for k in result.missing_keys if "lora_" in k]
+        if missing_lora or result.unexpected_keys:
+            raise RuntimeError(
+                f"{directory}: adapter does not fit the model (missing {missing_lora[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]})"
+            )
+    else:
+        state = read_weights(directory, FULL_WEIGHT_FILES)
+        module.load_state_dict(state, strict=True)
+    return len(state)
 
 
 def read_weights(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -62,16 +62,7 @@ def _assert_unit_norm(vectors: np.ndarray) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """On 2 shared cores, two OpenMP threads competing with other processes made a forward pass
-    ~10x slower than one thread (measured: 27 s vs 4 s for 10 SmolLM2 documents)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ Lower bounds sit under what the retrievers reach here (nDCG@10: BM25 0.197, Mini
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,7 @@ from run_src import evaluate_bright
 N_QUERIES, N_DOCS = 223, 89
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Two OpenMP threads on 2 shared cores were ~10x slower than one (tests/integration/test_encoders.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

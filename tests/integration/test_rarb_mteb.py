@@ -11,12 +11,10 @@ and a space before each query, documents as they are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models.io_utils import read_jsonl
 from models.metrics import evaluate_run, read_run
@@ -30,12 +28,7 @@ INSTRUCTIONS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,28 +15,18 @@ parsed and counted, the cache reused) and the numbers are printed (run with ``-s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from models.metrics import metric_keys
 from run_src import evaluate_bright, rerank
 from tests.conftest import RunningServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 N_QUERIES, TOP_K = 8, 10
 RUN_FILES = ["config.json", "first_stage_results.json", "per_query.json", "rerank_cache.jsonl",
              "rerank_cache_meta.json", "rerank_only_results.json", "rerank_scores.json", "results.json", "score.json"]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

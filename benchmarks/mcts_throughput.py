@@ -12,7 +12,7 @@ many searches at once. This script (not a test) measures, against one running Op
 It prints completion tokens/second of both and their ratio (target ≥ 0.8), and writes them as JSON with
 ``--json_out``. Start the servers first, e.g.::
 
-    bash servers/up.sh generator=$(python -m models.assets | jq -r .smollm2),8010 bm25=champ,8012
+    bash servers/up.sh generator=$(python -m models.embedded.assets | jq -r .smollm2),8010 bm25=champ,8012
     python -m benchmarks.mcts_throughput --generator_url http://127.0.0.1:8010/v1 \\
         --model ~/.cache/rader/assets/models/SmolLM2-135M-Instruct --bm25_url http://127.0.0.1:8012
 """
@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.llm_client import LLMClientConfig, SamplingParams, build_llm_client
-from models.retriever_client import RetrieverClient
+from models.llm.client import LLMClientConfig, SamplingParams
+from models.llm.factory import build_llm_client
+from models.serving.retriever_client import RetrieverClient
 from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
 from run_src.mcts.nodes import ActionName, ExpansionConfig
 from run_src.mcts.problems import load_problems

@@ -6,17 +6,17 @@ costs on top of the search itself. This script (not a test) measures that on syn
 
 * a seeded corpus of ``--docs`` word-salad documents (~``--words_per_doc`` pseudo-words each, drawn
   Zipf-like from a ``--vocab``-word vocabulary) and ``--query_pool`` 8-word queries;
-* ``bm25``: :class:`models.retrievers.BM25Retriever` over that corpus (the Lucene analysis of 100k
+* ``bm25``: :class:`models.retrieval.retrievers.BM25Retriever` over that corpus (the Lucene analysis of 100k
   documents takes about a minute; shrink with ``--docs``), its Lucene analyser
   serialises JVM calls (one Lucene Analyzer is not thread-safe);
-* ``dense``: :class:`models.dense_search.DenseIndex` over random unit vectors of width ``--dim``
+* ``dense``: :class:`models.retrieval.dense_search.DenseIndex` over random unit vectors of width ``--dim``
   (576 = SmolLM2), queried through :class:`SyntheticDenseRetriever`, which maps each query string to a
   precomputed random vector, so only the search is timed;
-* ``dense+minilm`` (``--with_encoder minilm``): the real :class:`models.retrievers.DenseRetriever`
+* ``dense+minilm`` (``--with_encoder minilm``): the real :class:`models.retrieval.retrievers.DenseRetriever`
   with all-MiniLM-L6-v2 query encoding over random 384-d document vectors.
 
 Each retriever is called directly by one client, then through the real FastAPI app
-(:func:`models.server_apps.retriever_app.create_app`) served by uvicorn on 127.0.0.1 in a background
+(:func:`models.serving.retriever_app.create_app`) served by uvicorn on 127.0.0.1 in a background
 thread, by 1 and by 16 concurrent httpx clients (``GET /search?query=&k=``, ``--requests`` requests
 in all, after a short warm-up). Every server answer is compared with the direct answer to the same
 query (column ``wrong``). Server and clients share one process, so their Python code competes for
@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.corpus import Corpus
-from models.dense_search import DenseIndex
-from models.retrievers import Hit, Retriever
+from models.retrieval.corpus import Corpus
+from models.retrieval.dense_search import DenseIndex
+from models.retrieval.retrievers import Hit, Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def serve_in_thread(retriever: Retriever, timeout_s: float = 30.0) -> Iterator[s
     import httpx
     import uvicorn
 
-    from models.server_apps.retriever_app import create_app
+    from models.serving.retriever_app import create_app
 
     port = free_port()
     server = uvicorn.Server(
@@ -378,9 +378,9 @@ def run(config: BenchConfig) -> tuple[list[Measurement], dict[str, float]]:
 
     rows: list[Measurement] = []
     if "bm25" in config.backends:
-        from models.bm25 import BM25Index
-        from models.retrievers import BM25Retriever
-        from models.text_analysis import default_analyzer
+        from models.retrieval.bm25 import BM25Index
+        from models.retrieval.retrievers import BM25Retriever
+        from models.retrieval.text_analysis import default_analyzer
 
         start = time.perf_counter()
         bm25 = BM25Retriever(BM25Index.build(corpus, analyzer=default_analyzer()))
@@ -407,7 +407,7 @@ def _set_threads(config: BenchConfig) -> None:
     client and server pool threads, so ``OMP_NUM_THREADS`` must be set before the OpenMP runtime
     loads (with faiss or torch); the explicit calls cover a runtime that was already loaded.
     """
-    from models.dense_search import faiss_available
+    from models.retrieval.dense_search import faiss_available
 
     os.environ["OMP_NUM_THREADS"] = str(config.threads)
     if faiss_available():
@@ -421,10 +421,10 @@ def _set_threads(config: BenchConfig) -> None:
 
 
 def _minilm_retriever(corpus: Corpus, rng: np.random.Generator, timings: dict[str, float]) -> Retriever:
-    from models.assets import minilm_path
-    from models.encoder_presets import encoder_config_from_flags
-    from models.encoders import build_encoder
-    from models.retrievers import DenseRetriever
+    from models.embedded.assets import minilm_path
+    from models.retrieval.encoder_flags import encoder_config_from_flags
+    from models.retrieval.encoders import build_encoder
+    from models.retrieval.retrievers import DenseRetriever
 
     start = time.perf_counter()
     encoder = build_encoder(encoder_config_from_flags(str(minilm_path()), "plain", "mean"))

@@ -33,6 +33,16 @@ from typing import Any
 
 from models.io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from models.settings import Settings, load_settings
+from models.stage import (
+    EXIT_FAILED,
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    read_record,
+    run_stage,
+)
 from run_src.query_synthesis.assembly import (
     BACKFILL_SOURCES,
     PASSAGE_TEXTS,
@@ -41,10 +51,12 @@ from run_src.query_synthesis.assembly import (
     CorpusKey,
     stats_markdown,
 )
-from run_src.query_synthesis.cli import apply_config_file, config_file_arg
 from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, queries_file, read_records
 
 logger = logging.getLogger(__name__)
+
+STAGE = "build_training_data"
+INFORMATIONAL = frozenset({"cache_root", "allow_unfinished", "overwrite", "quiet"})
 
 
 @dataclass(frozen=True)
@@ -64,21 +76,22 @@ class BuildConfig:
     backfill: str
     backfill_depth: int
     backfill_to: int
-    bm25_cache_root: str
+    cache_root: str
     passage_text: str
     seed: int
     shuffle: bool
     corpus: str | None
     corpus_split: str | None
     allow_unfinished: bool
+    overwrite: bool
     quiet: bool
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="JSON object of flag values (e.g. an earlier <name>.config.json)")
-    parser.add_argument("--queries_dir", nargs="+", required=True, help="generate_queries output directories")
-    parser.add_argument("--output", required=True, help="training set JSONL to write (side files go next to it)")
+    add_config_argument(parser)
+    parser.add_argument("--queries_dir", nargs="+", help="generate_queries output directories (required)")
+    parser.add_argument("--output", help="training set JSONL to write, side files next to it (required)")
     parser.add_argument(
         "--query_types",
         nargs="+",
@@ -106,7 +119,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument("--backfill_depth", type=int, default=50)
     parser.add_argument("--backfill_to", type=int, default=11, help="target negatives (train_group_size - 1)")
-    parser.add_argument("--bm25_cache_root", default=str(Path(settings.bright_cache_dir) / "bm25"))
+    parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="BM25 indexes under <cache_root>/bm25")
     parser.add_argument(
         "--passage_text",
         default="raw",
@@ -122,6 +135,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         action="store_true",
         help="accept query directories without _SUCCESS (a generate_queries run still going)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace a training set built with other settings")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -129,11 +143,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None = None, settings: Settings | None = None) -> BuildConfig:
     settings = settings or load_settings()
     parser = build_parser(settings)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = config_file_arg(argv)
-    if config_path:
-        apply_config_file(parser, config_path)
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
+    for flag in ("queries_dir", "output"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
     values = {k: v for k, v in vars(args).items() if k != "config"}
     values["queries_dir"] = tuple(dict.fromkeys(values["queries_dir"]))
     if values["query_types"] is not None:
@@ -167,16 +180,16 @@ def read_inputs(config: BuildConfig) -> tuple[list[QueryRecord], tuple[str, ...]
             )
         found = [t for t in QUERY_TYPES if queries_file(directory, t).is_file()]
         config_path = directory / "config.json"
-        info = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        declared = info.get("flags", {}).get("query_types")
+        info = read_record(config_path) if config_path.is_file() else {}
+        declared = info.get("settings", {}).get("query_types")
         present += found
         latest += [t for t in found if declared is None or t in declared]
         sources.append(
             {
                 "queries_dir": str(directory),
-                "generator_model": info.get("generator_model"),
-                "prompts": info.get("prompts"),
-                "runs": info.get("runs"),
+                "generator_model": info.get("derived", {}).get("generator_model"),
+                "prompts": info.get("identity", {}).get("prompts"),
+                "runs": info.get("derived", {}).get("runs"),
             }
         )
     # By default only what the last run in each directory produced: a file left by an earlier run with other
@@ -211,12 +224,16 @@ def _with_corpus(record: QueryRecord, corpus: dict[str, str]) -> QueryRecord:
 
 
 def run(config: BuildConfig) -> dict[str, Any]:
-    from models.champ import source_with_champ
-    from models.corpus import load_corpus
+    from models.embedded.champ import source_with_champ
+    from models.retrieval.corpus import load_corpus
 
     output = Path(config.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     records, types, sources = read_inputs(config)
+    record = StageRecord(STAGE, _flags(config), informational=INFORMATIONAL, identity={"inputs": sources})
+    if not config.overwrite:
+        check_rerun(side_file(output, "config.json"), record, fresh_run="pass --overwrite or another --output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record.write(side_file(output, "config.json"))
     logger.info("read %d records of types %s from %d directories", len(records), list(types), len(config.queries_dir))
     keys = sorted({(r.corpus["source"], r.corpus["split"]) for r in records})
     corpora = {key: load_corpus(source_with_champ(*key), key[1]) for key in keys}
@@ -235,7 +252,7 @@ def run(config: BuildConfig) -> dict[str, Any]:
         passage_text=config.passage_text,
         seed=config.seed,
     )
-    bm25_search = _bm25_search(corpora, config.bm25_cache_root) if config.backfill == "bm25" else None
+    bm25_search = _bm25_search(corpora, str(Path(config.cache_root) / "bm25")) if config.backfill == "bm25" else None
     result = Assembler(assembly, corpora, bm25_search).assemble(records)
     rows = result.rows
     if config.shuffle:
@@ -243,9 +260,6 @@ def run(config: BuildConfig) -> dict[str, Any]:
     else:
         rows.sort(key=lambda row: (QUERY_TYPES.index(row["query_type"]), row["query_id"]))
     stats = {**result.stats, "inputs": sources}
-    atomic_write_json(
-        side_file(output, "config.json"), {"stage": "build_training_data", "flags": _flags(config), "inputs": sources}
-    )
     atomic_write_json(side_file(output, "stats.json"), stats)
     atomic_write_text(side_file(output, "stats.md"), stats_markdown(stats))
     atomic_write_jsonl(side_file(output, "drops.jsonl"), [asdict(drop) for drop in result.drops])
@@ -267,7 +281,7 @@ def _flags(config: BuildConfig) -> dict[str, Any]:
 
 
 def _bm25_search(corpora: dict[CorpusKey, Any], cache_root: str) -> Any:
-    from models.retrievers import BM25Retriever
+    from models.retrieval.retrievers import BM25Retriever
     from run_src.query_synthesis.lexical import bm25_ranked_ids
 
     indexes = {
@@ -282,21 +296,18 @@ def _bm25_search(corpora: dict[CorpusKey, Any], cache_root: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
-    logging.basicConfig(
-        level=logging.WARNING if config.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logger.info("config: %s", asdict(config))
-    try:
+    configure_logging(quiet=config.quiet)
+
+    def body() -> int:
+        logger.info("config: %s", asdict(config))
         stats = run(config)
-    except (ValueError, OSError) as err:
-        logger.error("%s", err)
-        return 1
-    print(json.dumps({t: item["kept"] for t, item in stats["by_type"].items()}))
-    if not stats["by_type"]["all"]["kept"]:
-        logger.error("no sample survived; %s says why each was dropped", side_file(config.output, "drops.jsonl"))
-        return 1
-    return 0
+        print(json.dumps({t: item["kept"] for t, item in stats["by_type"].items()}))
+        if not stats["by_type"]["all"]["kept"]:
+            logger.error("no sample survived; %s says why each was dropped", side_file(config.output, "drops.jsonl"))
+            return EXIT_FAILED
+        return 0
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

@@ -148,9 +148,8 @@ def queries_command(config: DemoConfig) -> list[str]:
         "--output_dir", str(config.out_dir / "queries"), "--query_types", "llmq", "cot", "question", "lexical",
         "--trajectory_filter", config.trajectory_filter, "--model", config.model, "--base_url", config.generator_url,
         "--seed", str(config.seed), "--llmq_max_tokens", "96", "--lexical_max_tokens", "64", "--lexical_per_theorem", "3",
-        "--dense_model", str(minilm_dir()), "--dense_text_format", "plain",
-        "--dense_cache_root", str(config.out_dir / "cache" / "doc_emb"),
-        "--bm25_cache_root", str(config.out_dir / "cache" / "bm25"),
+        "--dense_model_path", str(minilm_dir()), "--dense_text_format", "plain",
+        "--cache_root", str(config.out_dir / "cache"),
     ]  # fmt: skip
 
 
@@ -158,7 +157,7 @@ def dataset_command(config: DemoConfig) -> list[str]:
     return [
         "run_src.build_training_data", "--queries_dir", str(config.out_dir / "queries"),
         "--output", str(training_file(config)), "--min_negatives", "1", "--seed", str(config.seed),
-        "--bm25_cache_root", str(config.out_dir / "cache" / "bm25"),
+        "--cache_root", str(config.out_dir / "cache"),
     ]  # fmt: skip
 
 
@@ -194,7 +193,7 @@ def merged_dir(config: DemoConfig) -> Path:
 def eval_commands(config: DemoConfig) -> dict[str, list[str]]:
     common = [
         "--task", "champ", "--bright_dir", str(config.out_dir / "heldout_mirror"),
-        "--output_dir", str(config.out_dir / "eval"), "--cache_dir", str(config.out_dir / "cache" / "eval"),
+        "--output_dir", str(config.out_dir / "eval"), "--cache_root", str(config.out_dir / "cache" / "eval"),
     ]  # fmt: skip
     dense = ["--device", config.device]
     return {
@@ -226,7 +225,7 @@ def eval_commands(config: DemoConfig) -> dict[str, list[str]]:
 
 
 def minilm_dir() -> Path:
-    from models.assets import minilm_path
+    from models.embedded.assets import minilm_path
 
     return minilm_path()
 
@@ -314,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="served generator model name")
     p.add_argument("--bm25_url", required=True, help="BM25 server over the CHAMP concepts")
     p.add_argument("--smollm2_dir", required=True, help="SmolLM2-135M-Instruct folder (retriever base)")
-    p.add_argument("--champ_mirror", required=True, help="CHAMP mirror directory (models.assets)")
+    p.add_argument("--champ_mirror", required=True, help="CHAMP mirror directory (models.embedded.assets)")
     p.add_argument("--problems", type=int, default=6, help="training problems searched by the MCTS")
     p.add_argument("--rollouts", type=int, default=2)
     p.add_argument("--heldout", type=int, default=60, help="held-out problems for the evaluation")

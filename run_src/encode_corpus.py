@@ -1,78 +1,85 @@
-"""Precompute document-embedding caches (DESIGN.md §3) for one or more corpus splits.
+"""Stage 1: precompute document-embedding caches (DESIGN.md §3) for one or more corpus splits.
 
-    python -m run_src.encode_corpus --model DIR --split theoremqa_theorems --split aops
-    python -m run_src.encode_corpus --model DIR --text_format plain --pooling mean --split champ
+    python -m run_src.encode_corpus --model_path DIR --split theoremqa_theorems --split aops
+    python -m run_src.encode_corpus --model_path DIR --text_format plain --pooling mean --split champ
 
 Encoding a BRIGHT corpus with a 7B model takes hours, so it is its own stage: the retriever servers
-and the evaluation then only load ``<cache_root>/doc_emb/<model_name>/<corpus>/``. The cache itself
-(:mod:`models.embedding_cache`) writes shards atomically, so rerunning the same command after a kill
-finishes the build from the first missing shard (with the shard size of the first run), and a
-finished cache is reused without encoding. A cache built with other settings is refused, never
-overwritten. The encoder flags mean the same as in ``run_src.serve_retriever`` (both go through
-:mod:`models.encoder_presets`), so a server started with the same flags finds these caches.
+and the evaluation then only load ``<cache_root>/doc_emb/<cache name>/<corpus>/``. The cache name follows
+the one rule of :mod:`models.retrieval.encoder_flags` (model fingerprint, pooling, document format, length),
+so a server or an evaluation given the same encoder flags finds these caches, and another checkpoint or
+setting gets a cache of its own: the outputs are content-addressed, a rerun with other determining settings
+writes beside them instead of over them. The cache (:mod:`models.retrieval.embedding_cache`) writes shards
+atomically, so rerunning after a kill finishes the build from the first missing shard (with the first
+run's shard size), and a finished cache is reused without encoding.
 
-Outputs, per split: the cache, plus ``encode_config.json`` next to it (the resolved config of the run
-that built or finished it, with the corpus and encoder settings; a run that only reuses a finished
-cache leaves it as it is, or adds it when a server built the cache), and one summary line on stdout.
-``--config FILE`` takes a JSON object of this stage's fields (or an ``encode_config.json``); flags
-given on the command line win. Exit status 1 when any split failed; the others still run.
+Outputs, per split: the cache, plus ``encode_config.json`` next to it (the stage record of the run that
+built or finished it: every setting, the split, the model fingerprint) and one summary line on stdout.
+Exit status 1 when any split failed; the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from models.champ import source_with_champ
-from models.embedding_cache import DEFAULT_SHARD_SIZE, build_or_load_doc_embeddings, cache_dir
-from models.encoder_presets import default_model_name, encoder_config_from_flags
-from models.encoders import BACKENDS, POOLINGS, Encoder, EncoderConfig, EncoderServiceError, build_encoder
-from models.io_utils import atomic_write_json
+from models.embedded.champ import source_with_champ
+from models.retrieval.embedding_cache import DEFAULT_SHARD_SIZE, build_or_load_doc_embeddings, cache_dir
+from models.retrieval.encoder_flags import (
+    INFORMATIONAL_ENCODER_FLAGS,
+    EncoderFlags,
+    add_encoder_arguments,
+    check_encoder_flags,
+    doc_cache_name,
+)
+from models.retrieval.encoders import Encoder, EncoderServiceError, build_encoder
+from models.retrieval.model_identity import model_fingerprint
 from models.settings import load_settings
-from models.text_formats import PRESETS
+from models.stage import (
+    EXIT_FAILED,
+    EXIT_OK,
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE_NAME = "encode_config.json"
 STAGE = "encode_corpus"
+RECORD_NAME = "encode_config.json"
+INFORMATIONAL = frozenset({*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype", "source", "cache_root",
+                           "shard_size", "quiet"})  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Resolved settings of one run; ``pooling`` and ``model_name`` are never left empty."""
+    """Resolved settings of one run; ``encoder.pooling`` and ``encoder.text_format`` are never empty."""
 
-    model: str
     splits: tuple[str, ...]
     source: str
     long_context: bool
-    text_format: str
-    pooling: str
-    model_name: str
+    encoder: EncoderFlags
     cache_root: str
-    batch_size: int
-    doc_max_len: int | None
-    encoder_backend: str
-    encoder_url: str | None
     shard_size: int
     quiet: bool
 
-    def encoder_config(self) -> EncoderConfig:
-        return encoder_config_from_flags(
-            self.model,
-            self.text_format,
-            self.pooling,
-            doc_max_len=self.doc_max_len,
-            batch_size=self.batch_size,
-            encoder_backend=self.encoder_backend,
-            encoder_url=self.encoder_url,
-        )
+    @property
+    def cache_name(self) -> str:
+        return doc_cache_name(self.encoder.encoder_config(self.long_context))
+
+    def settings(self, split: str) -> dict[str, object]:
+        """The record's flag values for one split (``splits`` becomes that ``split``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("encoder", "splits")}
+        return {"split": split, **values, **self.encoder.as_flags()}
 
 
 @dataclass(frozen=True)
@@ -95,86 +102,47 @@ class SplitResult:
 
 def build_parser() -> argparse.ArgumentParser:
     settings = load_settings()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="JSON of this stage's fields (or an encode_config.json)")
-    parser.add_argument("--model", default=None, help="model directory or HF id (tokenizer + identity for vllm)")
+    parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
+    add_config_argument(parser)
     parser.add_argument("--split", dest="splits", action="append", default=None,
                         help="corpus split to encode (repeatable), e.g. theoremqa_theorems, aops, champ")
     parser.add_argument("--source", default=settings.bright_dir or "hf", help="hf | mirror dir | JSONL file")
-    parser.add_argument("--long_context", action="store_true", default=None,
-                        help="encode long_documents instead of documents")
-    parser.add_argument("--text_format", default="rader", choices=sorted(PRESETS), help="prefixes/EOS preset")
-    parser.add_argument("--pooling", default="", choices=["", *POOLINGS],
-                        help="default eos when the format appends EOS, else mean")
-    parser.add_argument("--model_name", default="", help="cache directory name (default: the model's folder name)")
+    parser.add_argument("--long_context", action="store_true", help="encode long_documents instead of documents")
     parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="default $BRIGHT_CACHE_DIR")
-    parser.add_argument("--batch_size", type=int, default=8, help="texts per forward pass / per request")
-    parser.add_argument("--doc_max_len", type=int, default=None, help="tokens incl. EOS; default no truncation")
-    parser.add_argument("--encoder_backend", default="transformers", choices=list(BACKENDS))
-    parser.add_argument("--encoder_url", default=None, help="vllm-server: base URL of the embedding server")
     parser.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE,
                         help="documents per resumable shard (a resumed build keeps its first size)")
-    parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
-    return parser
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_encoder_arguments(parser, documents_only=True)
+    return parser  # fmt: skip
 
 
 def parse_config(argv: list[str] | None) -> EncodeConfig:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        file_values = _read_config_file(args.config, parser)
-        splits_from_file = file_values.pop("splits", None)
-        parser.set_defaults(**file_values)
-        args = parser.parse_args(argv)  # command-line flags override the file
-        if args.splits is None and splits_from_file is not None:
-            args.splits = list(splits_from_file)
-    if not args.model:
-        parser.error("--model is required (a model directory or HF id)")
+    args = parse_flags(parser, argv)
+    encoder = EncoderFlags.from_args(args).with_defaults()
+    if not encoder.model_path:
+        parser.error("--model_path is required (a model directory or Hub id)")
     if not args.splits:
         parser.error("give at least one --split (e.g. --split theoremqa_theorems)")
-    if args.batch_size < 1 or args.shard_size < 1:
-        parser.error(f"--batch_size and --shard_size must be >= 1, got {args.batch_size} and {args.shard_size}")
-    if args.encoder_backend == "vllm-server" and not args.encoder_url:
-        parser.error("--encoder_backend vllm-server needs --encoder_url (e.g. http://127.0.0.1:8001)")
-    values = {k: v for k, v in vars(args).items() if k != "config"}
-    values["splits"] = tuple(dict.fromkeys(args.splits))  # a split named twice is encoded once
-    values["long_context"] = bool(args.long_context)
-    values["quiet"] = bool(args.quiet)
-    values["model_name"] = args.model_name or default_model_name(args.model, args.text_format)
-    try:  # every encoder setting is checked here, before any model is loaded
-        values["pooling"] = encoder_config_from_flags(
-            args.model, args.text_format, args.pooling, doc_max_len=args.doc_max_len, batch_size=args.batch_size,
-            encoder_backend=args.encoder_backend, encoder_url=args.encoder_url,
-        ).pooling
-    except ValueError as err:  # e.g. --pooling eos with a format that appends no EOS, --doc_max_len 1
-        parser.error(str(err))
-    return EncodeConfig(**values)
-
-
-def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
-        parser.error(f"--config {path}: cannot read a JSON object ({err})")
-    if isinstance(data, dict) and data.get("stage") == STAGE:
-        data = data.get("config", {})  # an encode_config.json written by this stage
-    if not isinstance(data, dict):
-        parser.error(f"--config {path} must hold a JSON object of {sorted(_field_names())}")
-    unknown = sorted(set(data) - _field_names())
-    if unknown:
-        parser.error(f"--config {path} has unknown fields {unknown}; known: {sorted(_field_names())}")
-    return data
-
-
-def _field_names() -> set[str]:
-    return {f.name for f in fields(EncodeConfig)}
+    if args.shard_size < 1:
+        parser.error(f"--shard_size must be >= 1, got {args.shard_size}")
+    problem = check_encoder_flags(encoder)  # every encoder setting is checked before any model is loaded
+    if problem:
+        parser.error(problem)
+    return EncodeConfig(
+        splits=tuple(dict.fromkeys(args.splits)),  # a split named twice is encoded once
+        source=args.source,
+        long_context=args.long_context,
+        encoder=encoder,
+        cache_root=args.cache_root,
+        shard_size=args.shard_size,
+        quiet=args.quiet,
+    )
 
 
 def check_output(config: EncodeConfig) -> Path:
-    """Fail before loading a model: the cache name must be a plain directory name, the root writable."""
-    cache_dir(config.cache_root, config.model_name, "probe")  # ValueError for an unusable --model_name
-    model_root = Path(config.cache_root) / "doc_emb" / config.model_name
+    """Fail before loading a model: the cache root must be writable."""
+    model_root = Path(config.cache_root) / "doc_emb" / config.cache_name
     try:
         model_root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -184,36 +152,45 @@ def check_output(config: EncodeConfig) -> Path:
     return model_root
 
 
+def split_record(config: EncodeConfig, split: str) -> StageRecord:
+    return StageRecord(
+        STAGE,
+        config.settings(split),
+        informational=INFORMATIONAL,
+        identity={"model_fingerprint": model_fingerprint(config.encoder.model_path), "cache_name": config.cache_name},
+    )
+
+
 def encode_split(encoder: Encoder, config: EncodeConfig, split: str) -> SplitResult:
-    """Build, resume or reuse one split's cache and record the config next to it."""
-    from models.corpus import load_corpus
+    """Build, resume or reuse one split's cache and record the run next to it."""
+    from models.retrieval.corpus import load_corpus
 
     start = time.perf_counter()
     source = source_with_champ(config.source, split)
     corpus = load_corpus(source, split, long_context=config.long_context)
-    directory = cache_dir(config.cache_root, config.model_name, corpus.name)
+    directory = cache_dir(config.cache_root, config.cache_name, corpus.name)
+    record = split_record(config, split)
+    check_rerun(directory / RECORD_NAME, record, fresh_run=f"delete {directory} to rebuild it")
     status = _cache_state(directory)
     if status == "resumed":
         logger.info("%s: %d shard files from a previous run are in %s", split, len(list(directory.glob("part-*.npy"))),
-                    directory)
+                    directory)  # fmt: skip
     cached = build_or_load_doc_embeddings(
-        encoder, corpus, config.cache_root, config.model_name,
+        encoder, corpus, config.cache_root, config.cache_name,
         shard_size=config.shard_size, show_progress=not config.quiet, mmap=True,
-    )
+    )  # fmt: skip
     n_docs, dim = cached.embeddings.shape
-    config_path = cached.path / CONFIG_FILE_NAME
-    if status != "reused" or not config_path.is_file():  # describe the run that produced the vectors
-        atomic_write_json(config_path, {
-            "stage": STAGE,
-            "config": _json_config(config),
-            "split": split,
+    record_path = cached.path / RECORD_NAME
+    if status != "reused" or not record_path.is_file():  # describe the run that produced the vectors
+        record.derived = {
             "corpus_name": corpus.name,
             "resolved_source": str(source),
             "n_docs": int(n_docs),
             "dim": int(dim),
             "cache_shard_size": cached.meta.get("shard_size"),  # a resumed build keeps its first run's size
-            "encoder": config.encoder_config().to_dict(),
-        })
+            "encoder": config.encoder.encoder_config(config.long_context).to_dict(),
+        }
+        record.write(record_path)
     logger.info("%s: %s %d documents (dim %d) in %s", split, status, n_docs, dim, cached.path)
     return SplitResult(split, status, int(n_docs), int(dim), time.perf_counter() - start, str(cached.path))
 
@@ -231,17 +208,11 @@ def _cache_state(directory: Path) -> str:
     return "reused" if state == "complete" else "resumed"
 
 
-def _json_config(config: EncodeConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data["splits"] = list(config.splits)
-    return data
-
-
 def run(config: EncodeConfig) -> list[SplitResult]:
     """Encode every split with one loaded encoder; a failing split is recorded and the rest continue."""
     check_output(config)
     results: list[SplitResult] = []
-    with build_encoder(config.encoder_config()) as encoder:
+    with build_encoder(config.encoder.encoder_config(config.long_context)) as encoder:
         for split in config.splits:
             start = time.perf_counter()
             try:
@@ -253,22 +224,26 @@ def run(config: EncodeConfig) -> list[SplitResult]:
     logger.info(
         "encoded %d splits (%s), %d documents in all",
         len(results), ", ".join(f"{n} {s}" for s, n in counts.items() if n), sum(r.n_docs for r in results),
-    )
+    )  # fmt: skip
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
-    logger.info("config: %s", _json_config(config))
-    try:
-        results = run(config)
-    except (ValueError, OSError, EncoderServiceError) as err:  # bad cache root, unloadable model, dead server
-        logger.error("%s", err)
-        return 1
-    for result in results:
-        print(result.summary_line())
-    return 1 if any(r.status == "failed" for r in results) else 0
+    configure_logging(quiet=False)
+
+    def body() -> int:
+        logger.info("config: %s (cache name %s)", dataclasses.asdict(config), config.cache_name)
+        try:
+            results = run(config)
+        except (OSError, EncoderServiceError) as err:  # unloadable model, dead server
+            logger.error("%s", err)
+            return EXIT_FAILED
+        for result in results:
+            print(result.summary_line())
+        return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

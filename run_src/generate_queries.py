@@ -26,15 +26,32 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from models.io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from models.llm_client import BACKENDS, SamplingParams
+from models.io_utils import atomic_write_json, atomic_write_jsonl
+from models.llm.client import BACKENDS, SamplingParams
+from models.retrieval.encoder_flags import (
+    INFORMATIONAL_ENCODER_FLAGS,
+    EncoderFlags,
+    add_encoder_arguments,
+    check_encoder_flags,
+)
+from models.retrieval.model_identity import model_fingerprint
 from models.settings import Settings, load_settings
-from models.text_formats import PRESETS
-from run_src.query_synthesis.cli import apply_config_file, config_file_arg
+from models.stage import (
+    EXIT_PARTIAL,
+    SUCCESS_MARKER,
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    clear_success,
+    configure_logging,
+    mark_success,
+    parse_flags,
+    run_stage,
+)
 from run_src.query_synthesis.llm_queries import QueryPrompts
 from run_src.query_synthesis.negatives import NEGATIVE_SCOPES
 from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, queries_file, write_records
@@ -43,7 +60,14 @@ from run_src.query_synthesis.trajectories import TRAJECTORY_FILTERS, SelectionCo
 
 logger = logging.getLogger(__name__)
 
+STAGE = "generate_queries"
+RECORD_NAME = "config.json"
 LLM_TYPES = ("llmq", "lexical")
+# Recorded, never compared on a rerun: speed, endpoints, logging, and the prompt files' locations (their
+# contents are compared through their versions).
+INFORMATIONAL = frozenset({"grade_workers", "base_url", "max_concurrency", "timeout_s", "max_retries", "cache_root",
+                           "dense_url", "overwrite", "quiet", "llmq_prompt", "lexical_prompt",
+                           *(f"dense_{k}" for k in (*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype"))})  # fmt: skip
 CorpusKey = tuple[str, str]
 
 
@@ -85,16 +109,12 @@ class GenerateConfig:
     min_query_words: int
     max_query_words: int
     bm25_depth: int
-    bm25_cache_root: str
+    cache_root: str
     dense_url: str | None
-    dense_model: str | None
-    dense_text_format: str
-    dense_pooling: str
-    dense_model_name: str
-    dense_cache_root: str
-    dense_batch_size: int
+    dense: EncoderFlags
     dense_k: int
     no_dense_negatives: bool
+    overwrite: bool
     quiet: bool
 
     @property
@@ -124,13 +144,13 @@ class GenerateConfig:
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    from models.prompt_templates import PROMPTS_DIR
+    from models.llm.prompt_templates import PROMPTS_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="JSON object of flag values (e.g. an earlier config.json); flags given win")
+    add_config_argument(parser)
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--run_dirs", nargs="+", required=True, help="MCTS run directories (each with args.json)")
-    io.add_argument("--output_dir", required=True, help="where records, cache and summary go (resumable)")
+    io.add_argument("--run_dirs", nargs="+", help="MCTS run directories (each with args.json)")
+    io.add_argument("--output_dir", help="where records, cache and summary go (resumable)")
     io.add_argument(
         "--query_types",
         nargs="+",
@@ -207,19 +227,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     lex = parser.add_argument_group("lexical retrieval (spec §4.4 L3)")
     lex.add_argument("--bm25_depth", type=int, default=50, help="BM25 ids kept per query (ranks 31-50 are sampled)")
     lex.add_argument(
-        "--bm25_cache_root",
-        default=str(Path(settings.bright_cache_dir) / "bm25"),
-        help="BM25 index caches, one sub-directory per corpus",
+        "--cache_root", default=settings.bright_cache_dir, help="BM25 indexes (bm25/) and embeddings (doc_emb/)"
     )
     lex.add_argument("--dense_url", default=None, help="retriever server for the dense top-k (e.g. RepLLaMA)")
-    lex.add_argument("--dense_model", default=None, help="or an in-process dense encoder (model dir)")
-    lex.add_argument("--dense_text_format", default="rader", choices=sorted(PRESETS))
-    lex.add_argument("--dense_pooling", default="", help="empty: the format's default pooling")
-    lex.add_argument("--dense_model_name", default="", help="embedding cache name (default: folder + format)")
-    lex.add_argument("--dense_cache_root", default=settings.bright_cache_dir, help="embedding cache root")
-    lex.add_argument("--dense_batch_size", type=int, default=8)
     lex.add_argument("--dense_k", type=int, default=10, help="dense candidates per lexical query (paper: 10)")
     lex.add_argument("--no_dense_negatives", action="store_true", help="lexical negatives from BM25 only")
+    add_encoder_arguments(
+        parser, prefix="dense_", title="or an in-process dense encoder for the lexical negatives (--dense_model_path)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="discard this directory's earlier outputs and cache")
     parser.add_argument("--quiet", action="store_true", help="log warnings only, no progress bars")
     return parser
 
@@ -227,24 +243,29 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None = None, settings: Settings | None = None) -> GenerateConfig:
     settings = settings or load_settings()
     parser = build_parser(settings)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = config_file_arg(argv)
-    if config_path:
-        apply_config_file(parser, config_path)
-    args = parser.parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k != "config"}
+    args = parse_flags(parser, argv)
+    for flag in ("run_dirs", "output_dir"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
+    dense = EncoderFlags.from_args(args, prefix="dense_")
+    if dense.model_path:
+        dense = dense.with_defaults()
+        problem = check_encoder_flags(dense, flag_prefix="dense_")
+        if problem:
+            parser.error(problem)
+    values = {f.name: getattr(args, f.name) for f in fields(GenerateConfig) if f.name != "dense"}
     for key in ("run_dirs", "query_types", "solutions"):
         values[key] = tuple(dict.fromkeys(values[key]))
-    config = GenerateConfig(**values)
+    config = GenerateConfig(dense=dense, **values)
     if config.needs_llm and not config.model:
         parser.error("q_llmq / q_lexical need --model (the served model name) or GENERATOR_MODEL")
-    if "lexical" in config.query_types and not (config.dense_url or config.dense_model or config.no_dense_negatives):
+    if "lexical" in config.query_types and not (config.dense_url or dense.model_path or config.no_dense_negatives):
         parser.error(
-            "q_lexical needs a dense retriever for its negatives: --dense_url URL or --dense_model DIR, "
+            "q_lexical needs a dense retriever for its negatives: --dense_url URL or --dense_model_path DIR, "
             "or --no_dense_negatives for BM25 negatives only"
         )
-    if config.dense_url and config.dense_model:
-        parser.error("give either --dense_url or --dense_model, not both")
+    if config.dense_url and dense.model_path:
+        parser.error("give either --dense_url or --dense_model_path, not both")
     for name in (
         "grade_workers",
         "max_concurrency",
@@ -289,8 +310,8 @@ def check_generator(config: GenerateConfig) -> None:
 
 
 def _load_corpora(keys: list[CorpusKey]) -> dict[CorpusKey, Any]:
-    from models.champ import source_with_champ
-    from models.corpus import load_corpus
+    from models.embedded.champ import source_with_champ
+    from models.retrieval.corpus import load_corpus
 
     return {key: load_corpus(source_with_champ(key[0], key[1]), key[1]) for key in keys}
 
@@ -306,9 +327,13 @@ def run(config: GenerateConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     runs = [read_run_info(path, config.corpus, config.corpus_split) for path in config.run_dirs]
     prompts = QueryPrompts.load(config.llmq_prompt, config.lexical_prompt) if config.needs_llm else None
+    record = stage_record(config, runs, prompts)
+    if config.overwrite:
+        discard_outputs(out)
+    check_rerun(out / RECORD_NAME, record, fresh_run="pass --overwrite to discard them, or another --output_dir")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "_SUCCESS").unlink(missing_ok=True)
-    atomic_write_json(out / "config.json", _config_record(config, runs, prompts))
+    clear_success(out)
+    record.write(out / RECORD_NAME)
     if config.needs_llm:
         check_generator(config)
     corpus_keys = sorted({(run.corpus_source, run.corpus_split) for run in runs})
@@ -360,7 +385,8 @@ def run(config: GenerateConfig) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 1),
     }
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "_SUCCESS", "")
+    if not llm_summary.get("failures"):
+        mark_success(out, {"records": summary["records"]})
     return summary
 
 
@@ -379,10 +405,10 @@ class _LexicalTools:
 
 def _lexical_tools(config: GenerateConfig, corpora: dict[CorpusKey, Any]) -> _LexicalTools:
     """BM25 per corpus and the dense searcher, built before any LLM work so set-up errors show early."""
-    from models.retrievers import BM25Retriever
+    from models.retrieval.retrievers import BM25Retriever
     from run_src.query_synthesis.lexical import local_dense_search, server_dense_search
 
-    bm25 = {key: BM25Retriever.from_corpus(c, Path(config.bm25_cache_root) / c.name) for key, c in corpora.items()}
+    bm25 = {key: BM25Retriever.from_corpus(c, Path(config.cache_root) / "bm25" / c.name) for key, c in corpora.items()}
     dense: dict[CorpusKey, Any] = {}
     if config.dense_url and not config.no_dense_negatives:
         if len(corpora) > 1:
@@ -391,19 +417,8 @@ def _lexical_tools(config: GenerateConfig, corpora: dict[CorpusKey, Any]) -> _Le
             )
         search = server_dense_search(config.dense_url)
         dense = dict.fromkeys(corpora, search)
-    elif config.dense_model and not config.no_dense_negatives:
-        dense = {
-            key: local_dense_search(
-                corpus,
-                config.dense_model,
-                text_format=config.dense_text_format,
-                pooling=config.dense_pooling,
-                cache_root=config.dense_cache_root,
-                model_name=config.dense_model_name,
-                batch_size=config.dense_batch_size,
-            )
-            for key, corpus in corpora.items()
-        }
+    elif config.dense.model_path and not config.no_dense_negatives:
+        dense = {key: local_dense_search(corpus, config.dense, config.cache_root) for key, corpus in corpora.items()}
     return _LexicalTools(bm25=bm25, dense=dense)
 
 
@@ -416,7 +431,8 @@ def _llm_types(
     summary: dict[str, Any],
 ) -> dict[str, list[QueryRecord]]:
     """q_llmq and q_lexical: one batch of LLM requests for both, then parsing and lexical retrieval."""
-    from models.llm_client import build_llm_client, config_from_settings
+    from models.llm.client import config_from_settings
+    from models.llm.factory import build_llm_client
     from run_src.query_synthesis import samples
     from run_src.query_synthesis.generation import CompletionCache, generate_all
     from run_src.query_synthesis.lexical import lexical_retrieval
@@ -482,47 +498,58 @@ def _llm_types(
     return produced
 
 
-def _config_record(config: GenerateConfig, runs: list[Any], prompts: QueryPrompts | None) -> dict[str, Any]:
-    return {
-        "stage": "generate_queries",
-        "flags": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        "generator_model": config.model if config.needs_llm else None,
-        "prompts": prompts.identities() if prompts else {},
-        "runs": [
-            {
-                "run_dir": str(r.run_dir),
-                "dataset": r.dataset,
-                "corpus": r.corpus_source,
-                "corpus_split": r.corpus_split,
-                "mcts_model": r.args.get("model_ckpt"),
-                "retriever": r.args.get("retriever"),
-            }
-            for r in runs
-        ],
-    }
+def stage_record(config: GenerateConfig, runs: list[Any], prompts: QueryPrompts | None) -> StageRecord:
+    """``config.json``: every flag; the prompts' versions and the input runs are what the outputs depend on."""
+    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "dense"}
+    return StageRecord(
+        STAGE,
+        {**settings, **config.dense.as_flags("dense_")},
+        informational=INFORMATIONAL,
+        identity={
+            "prompts": prompts.identities() if prompts else {},
+            "dense_model": model_fingerprint(config.dense.model_path) if config.dense.model_path else None,
+        },
+        derived={
+            "generator_model": config.model if config.needs_llm else None,
+            "runs": [
+                {
+                    "run_dir": str(r.run_dir),
+                    "dataset": r.dataset,
+                    "corpus": r.corpus_source,
+                    "corpus_split": r.corpus_split,
+                    "mcts_model": r.args.get("model_ckpt"),
+                    "retriever": r.args.get("retriever"),
+                }
+                for r in runs
+            ],
+        },
+    )
 
 
-EXIT_LLM_FAILURES = 3
+def discard_outputs(out: Path) -> None:
+    """What ``--overwrite`` removes: this stage's files in ``out`` (nothing else there is touched)."""
+    import shutil
+
+    for name in (RECORD_NAME, "nodes.jsonl", "summary.json", SUCCESS_MARKER, *(queries_file(out, t).name for t in QUERY_TYPES)):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "cache", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
-    logging.basicConfig(
-        level=logging.WARNING if config.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logger.info("config: %s", asdict(config))
-    try:
+    configure_logging(quiet=config.quiet)
+
+    def body() -> int:
+        logger.info("config: %s", asdict(config))
         summary = run(config)
-    except (ValueError, OSError, ConnectionError) as err:
-        logger.error("%s", err)
-        return 1
-    print(json.dumps({t: summary["records"][t] for t in config.query_types}))
-    failures = summary.get("llm", {}).get("failures", 0)
-    if failures:  # outputs are written, but a script must not mistake an incomplete stage for a finished one
-        logger.error("%d LLM requests failed; rerun the same command to retry only those", failures)
-        return EXIT_LLM_FAILURES
-    return 0
+        print(json.dumps({t: summary["records"][t] for t in config.query_types}))
+        failures = summary.get("llm", {}).get("failures", 0)
+        if failures:  # outputs are written, but a script must not mistake an incomplete stage for a finished one
+            logger.error("%d LLM requests failed; rerun the same command to retry only those", failures)
+            return EXIT_PARTIAL
+        return 0
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

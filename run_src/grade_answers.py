@@ -6,7 +6,7 @@
 
 Each input line is ``{"id": ..., "prediction": ..., "gold": ...}`` (other fields are kept). The
 prediction may be a whole solution: its last ``\\boxed{}`` is the answer, and without one the
-whole text is. Grading is symbolic only (:mod:`models.answer_checking`) unless ``--llm_judge``,
+whole text is. Grading is symbolic only (:mod:`models.answers.checking`) unless ``--llm_judge``,
 which asks the generator about every item the symbolic checks rejected. The output is written
 atomically; a summary (n, correct, accuracy) is logged and printed as one JSON line.
 """
@@ -23,11 +23,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.answer_checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
+from models.answers.checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
 from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
 from models.settings import load_settings
+from models.stage import StageRecord, add_config_argument, check_rerun, configure_logging, parse_flags, run_stage
 
 logger = logging.getLogger(__name__)
+
+STAGE = "grade_answers"
+INFORMATIONAL = frozenset({"generator_url", "num_workers", "overwrite", "quiet"})
 
 REQUIRED_FIELDS = ("id", "prediction", "gold")
 
@@ -41,14 +45,16 @@ class GradeConfig:
     model: str
     timeout_s: float
     num_workers: int
+    overwrite: bool
     quiet: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
     settings = load_settings()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="JSONL with id, prediction, gold on every line")
-    parser.add_argument("--output", required=True, help="JSONL to write: the input lines plus 'correct'")
+    parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
+    add_config_argument(parser)
+    parser.add_argument("--input", help="JSONL with id, prediction, gold on every line (required)")
+    parser.add_argument("--output", help="JSONL to write: the input lines plus 'correct' (required)")
     parser.add_argument("--llm_judge", action="store_true",
                         help="ask the generator LLM about answers the symbolic checks rejected")
     parser.add_argument("--generator_url", default=settings.generator_url,
@@ -58,20 +64,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout_s", type=float, default=DEFAULT_TIMEOUT_S,
                         help="time limit of the symbolic check per item; a timeout counts as wrong")
     parser.add_argument("--num_workers", type=int, default=1, help="symbolic worker processes")
+    parser.add_argument("--overwrite", action="store_true", help="replace an output graded with other settings")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     return parser
 
 
 def parse_config(argv: list[str] | None) -> GradeConfig:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
+    for flag in ("input", "output"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
     if args.llm_judge and not args.model:
         parser.error("--llm_judge needs --model (the served model name) or GENERATOR_MODEL in the environment")
     if args.timeout_s <= 0:
         parser.error(f"--timeout_s must be > 0, got {args.timeout_s}")
     if args.num_workers < 1:
         parser.error(f"--num_workers must be >= 1, got {args.num_workers}")
-    return GradeConfig(**vars(args))
+    return GradeConfig(**{k: v for k, v in vars(args).items() if k != "config"})
+
+
+def record_path(config: GradeConfig) -> Path:
+    """``graded.jsonl`` -> ``graded.config.json`` (the stage record beside the output)."""
+    output = Path(config.output)
+    return output.with_name(output.name.removesuffix(".jsonl") + ".config.json")
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +136,8 @@ async def _judge_rejected(
     items: list[dict[str, Any]], results: list[GradeResult], config: GradeConfig
 ) -> tuple[list[GradeResult], int]:
     """Re-judge rejected items that have an answer; returns the new results and the failure count."""
-    from models.llm_client import LLMServiceError, build_llm_client, config_from_settings
+    from models.llm.client import LLMServiceError, config_from_settings
+    from models.llm.factory import build_llm_client
 
     client = build_llm_client(
         config_from_settings(load_settings(), "openai-compatible", model=config.model, base_url=config.generator_url)
@@ -152,9 +169,16 @@ async def _judge_rejected(
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
-    logging.basicConfig(level=logging.WARNING if config.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(quiet=config.quiet)
+    return run_stage(lambda: grade_file(config), name=STAGE)
+
+
+def grade_file(config: GradeConfig) -> None:
+    """The stage: validate every line, grade, write the output and its record, print the summary."""
     logger.info("config: %s", asdict(config))
+    record = StageRecord(STAGE, asdict(config), informational=INFORMATIONAL)
+    if not config.overwrite:
+        check_rerun(record_path(config), record, "pass --overwrite or another --output")
     items = read_items(Path(config.input))
     logger.info("read %d items from %s", len(items), config.input)
     results = grade_items(items, config)
@@ -168,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     methods: dict[str, int] = {}
     for r in results:
         methods[r.method] = methods.get(r.method, 0) + 1
+    record.derived = {"summary": summary, "methods": methods, "judge_failures": judge_failures}
+    record.write(record_path(config))
     logger.info("graded %d items: %d correct (%d symbolic, %d by the judge, %d judge failures); methods %s; wrote %s",
                 len(items), n_correct, symbolic_correct, n_correct - symbolic_correct, judge_failures, methods,
                 config.output)
     print(json.dumps(summary))
-    return 0
 
 
 if __name__ == "__main__":

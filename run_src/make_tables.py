@@ -9,7 +9,7 @@ query type belongs to which table is stored in the data file, not here). A ``res
 another depth, or under a folder that is not a query type, is refused: such a tree was not written
 by ``evaluate_bright`` and guessing what its folders mean would put numbers in the wrong cells.
 
-The paper's numbers are data, ``models/data/paper_results.json`` (transcribed from
+The paper's numbers are data, ``models/evaluation/paper_results.json`` (transcribed from
 specs/evaluation.md §9.1/§9.2, as Pyserini keeps its 2CR targets), including the map from our model
 names to paper rows. Output in ``--output_dir``:
 
@@ -37,85 +37,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.corpus import BRIGHT_SPLITS, QUERY_TYPES
+from models.evaluation.paper_results import PAPER_METRIC, PAPER_RESULTS_PATH, PaperResults, PaperRow, load_paper_results
 from models.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from models.retrieval.corpus import BRIGHT_SPLITS, QUERY_TYPES
+from models.stage import (
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    clear_success,
+    configure_logging,
+    mark_success,
+    parse_flags,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
-PAPER_RESULTS_PATH = Path(__file__).resolve().parent.parent / "models" / "data" / "paper_results.json"
-PAPER_METRIC = "NDCG@10"  # the only metric Tables 1 and 2 report
+STAGE = "make_tables"
+INFORMATIONAL = frozenset({"output_dir", "overwrite"})
+
 MISSING = "–"  # en dash, as the paper prints absent cells
 INCOMPLETE = "*"
 EXPECTED_LAYOUT = "<results_root>/<model>/<query_type>/<task>/results.json (run_src.evaluate_bright's layout)"
 
 # query_type -> model -> task -> metric value as a fraction
 Results = dict[str, dict[str, dict[str, float]]]
-
-
-# ------------------------------------------------------------------------------------------------ paper data
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    """One printed row; ``scores`` and ``average`` are ×100 as printed."""
-
-    key: str
-    name: str
-    copied_from_bright: bool  # the paper's ⋆: numbers copied from the BRIGHT paper
-    scores: dict[str, float]
-    average: float
-
-    @property
-    def label(self) -> str:
-        return self.name + ("⋆" if self.copied_from_bright else "")
-
-    def mean_over(self, splits: list[str]) -> float:
-        return sum(self.scores[s] for s in splits) / len(splits)
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    number: str
-    title: str
-    query_type: str
-    source: str
-    rows: dict[str, PaperRow]  # key -> first row with that key (repeated rows are checked, then dropped)
-
-
-@dataclass(frozen=True)
-class PaperResults:
-    metric: str
-    splits: tuple[str, ...]
-    split_labels: dict[str, str]
-    tables: dict[str, PaperTable]
-    model_map: dict[str, str]  # our model name -> paper row key
-
-
-def load_paper_results(path: str | Path = PAPER_RESULTS_PATH) -> PaperResults:
-    """Read and check the data file: the 12 splits in BRIGHT order, complete rows, known map targets."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    splits = tuple(data["splits"])
-    if splits != BRIGHT_SPLITS:
-        raise ValueError(f"{path}: 'splits' must be the 12 BRIGHT splits in order {list(BRIGHT_SPLITS)}, got {splits}")
-    tables: dict[str, PaperTable] = {}
-    for number, table in data["tables"].items():
-        rows: dict[str, PaperRow] = {}
-        for raw in table["rows"]:
-            if set(raw["scores"]) != set(splits):
-                raise ValueError(f"{path}: table {number} row {raw['key']!r} must give exactly the 12 splits")
-            row = PaperRow(raw["key"], raw["name"], bool(raw["copied_from_bright"]), raw["scores"], raw["average"])
-            if raw["key"] in rows:
-                if not raw.get("repeat_of_earlier_row") or rows[raw["key"]].scores != row.scores:
-                    raise ValueError(f"{path}: table {number} repeats key {raw['key']!r} with other numbers")
-                continue
-            rows[row.key] = row
-        tables[number] = PaperTable(number, table["title"], table["query_type"], table["source"], rows)
-    known = {key for table in tables.values() for key in table.rows}
-    model_map = {k: v for k, v in data["model_map"].items() if not k.startswith("_")}
-    unknown = sorted(v for v in model_map.values() if v not in known)
-    if unknown:
-        raise ValueError(f"{path}: model_map points at unknown paper rows {unknown}; known keys: {sorted(known)}")
-    return PaperResults(data["metric"], splits, data["split_labels"], tables, model_map)
 
 
 # ------------------------------------------------------------------------------------------------ our results
@@ -411,6 +357,7 @@ class TablesConfig:
     metric: str
     paper_results: str
     model_map: tuple[str, ...]  # extra NAME=KEY pairs over the data file's map
+    overwrite: bool = False
 
     @property
     def table_numbers(self) -> list[str]:
@@ -418,8 +365,8 @@ class TablesConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m run_src.make_tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="JSON of flag values (e.g. a previous config.json); flags given here win")
+    parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
+    add_config_argument(parser)
     parser.add_argument("--results_root", help=f"root of the evaluation runs (required): {EXPECTED_LAYOUT}")
     parser.add_argument("--output_dir", help="where the tables, charts and config.json go (required)")
     parser.add_argument("--table", default="all", choices=["1", "2", "all"], help="paper table(s) to build")
@@ -432,37 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=KEY",
         help="compare our model NAME with paper row KEY (repeatable; adds to / overrides the data file's model_map)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace tables made with other settings")
     return parser
 
 
 def parse_config(argv: list[str] | None = None) -> TablesConfig:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first = parser.parse_args(argv)
-    if first.config:
-        try:
-            data = json.loads(Path(first.config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            parser.error(f"--config {first.config}: cannot read a JSON object ({err})")
-        fields = {f.name for f in dataclasses.fields(TablesConfig)}
-        unknown = sorted(set(data) - fields - {"derived", "schema_version"})
-        if unknown:
-            parser.error(f"--config {first.config}: unknown keys {unknown}; known: {sorted(fields)}")
-        prefix: list[str] = []
-        for key in sorted(fields & set(data)):
-            values = data[key] if isinstance(data[key], list) else [data[key]]
-            for value in values:
-                prefix += [f"--{key}", str(value)]
-        argv = prefix + argv
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     for flag in ("results_root", "output_dir"):
         if not getattr(args, flag):
             parser.error(f"--{flag} is required")
     for pair in args.model_map:
         if "=" not in pair or not all(pair.split("=", 1)):
             parser.error(f"--model_map {pair!r}: expected NAME=KEY, e.g. rader=rader-qwen2.5-7b-math-llmq-cot-lexical")
-    pairs = tuple(dict.fromkeys(args.model_map))  # a --config plus the same flag must not double entries
-    return TablesConfig(args.results_root, args.output_dir, args.table, args.metric, args.paper_results, pairs)
+    pairs = tuple(dict.fromkeys(args.model_map))
+    return TablesConfig(
+        args.results_root, args.output_dir, args.table, args.metric, args.paper_results, pairs, args.overwrite
+    )
 
 
 def make_tables(config: TablesConfig) -> list[Path]:
@@ -475,9 +408,17 @@ def make_tables(config: TablesConfig) -> list[Path]:
         raise ValueError(f"--model_map names unknown paper rows {unknown}; known keys: {sorted(known)}")
     results = collect_results(config.results_root, config.metric)
     out = Path(config.output_dir)
+    record = StageRecord(
+        STAGE,
+        dataclasses.asdict(config),
+        informational=INFORMATIONAL,
+        derived={"model_map": model_map, "tables": config.table_numbers},
+    )
+    if not config.overwrite:
+        check_rerun(out / "config.json", record, "pass --overwrite or another --output_dir")
     out.mkdir(parents=True, exist_ok=True)
-    derived = {"model_map": model_map, "tables": config.table_numbers}
-    atomic_write_json(out / "config.json", {**dataclasses.asdict(config), "derived": derived})
+    clear_success(out)
+    record.write(out / "config.json")
 
     written: list[Path] = []
     summary: dict[str, Any] = {}
@@ -510,21 +451,20 @@ def make_tables(config: TablesConfig) -> list[Path]:
             f"(found query types: {sorted(results)})"
         )
     written.append(atomic_write_json(out / "tables.json", summary))
-    written.append(atomic_write_text(out / "_SUCCESS", ""))
+    written.append(mark_success(out, {"tables": sorted(summary)}))
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
-    logger.info("config: %s", dataclasses.asdict(config))
-    try:
+    configure_logging()
+
+    def body() -> None:
+        logger.info("config: %s", dataclasses.asdict(config))
         written = make_tables(config)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 2
-    print(f"wrote {len(written)} files to {config.output_dir}: " + ", ".join(p.name for p in written))
-    return 0
+        print(f"wrote {len(written)} files to {config.output_dir}: " + ", ".join(p.name for p in written))
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

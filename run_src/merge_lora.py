@@ -36,7 +36,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.retrieval.model_identity import model_fingerprint
+from models.stage import (
+    SUCCESS_MARKER,
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    is_finished,
+    mark_success,
+    parse_flags,
+    run_stage,
+)
+
 logger = logging.getLogger(__name__)
+
+STAGE = "merge_lora"
+RECORD_NAME = "merge_config.json"
+INFORMATIONAL = frozenset({"overwrite", "max_shard_size"})
 
 DTYPES = ("bfloat16", "float32", "float16")
 PROBE_TEXTS = (
@@ -65,12 +82,13 @@ class MergeConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m run_src.merge_lora", description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", required=True, help="training output dir or checkpoint-* with the adapter")
-    parser.add_argument("--output_dir", required=True, help="where the merged model goes (must be empty)")
+    parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
+    add_config_argument(parser)
+    parser.add_argument("--adapter", help="training output dir or checkpoint-* with the adapter (required)")
+    parser.add_argument("--output_dir", help="where the merged model goes: empty, or this merge's own (required)")
     parser.add_argument("--base_model", default=None, help="base model (default: adapter_config.json's)")
     parser.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="saved dtype (fp16 risks NaN, §10.3)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir whatever it holds")
     parser.add_argument("--min_cosine", type=float, default=0.999, help="merged vs unmerged probe agreement")
     parser.add_argument("--max_shard_size", default="5GB", help="safetensors shard size")
     override = parser.add_argument_group("inference settings (only for adapters without retriever_config.json)")
@@ -83,8 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: Sequence[str] | None = None) -> MergeConfig:
-    args = build_parser().parse_args(argv)
-    return MergeConfig(**vars(args))
+    parser = build_parser()
+    args = parse_flags(parser, None if argv is None else list(argv))
+    for flag in ("adapter", "output_dir"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
+    return MergeConfig(**{k: v for k, v in vars(args).items() if k != "config"})
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -92,7 +114,7 @@ def parse_config(argv: Sequence[str] | None = None) -> MergeConfig:
 
 def resolve_settings(config: MergeConfig, base_model: str, tokenizer: Any) -> Any:
     """The adapter's ``retriever_config.json``, with any override flags applied."""
-    from models.contrastive.inference_settings import SETTINGS_FILE, InferenceSettings, matching_preset
+    from models.training.inference_settings import SETTINGS_FILE, InferenceSettings, matching_preset
 
     overrides = {
         key: value
@@ -134,8 +156,8 @@ def embed(model: Any, tokenizer: Any, settings: Any, texts: Sequence[str]) -> An
     """Vectors for ``texts`` exactly as the trainer's encoder computes them (float32 numpy)."""
     import torch
 
-    from models.contrastive.collator import pad_batch, pad_token_id, tokenize_texts
-    from models.contrastive.model import ContrastiveEncoder
+    from models.training.collator import pad_batch, pad_token_id, tokenize_texts
+    from models.training.model import ContrastiveEncoder
 
     encoder = ContrastiveEncoder(model, settings.pooling, settings.normalize, temperature=1.0).eval()
     ids = tokenize_texts(tokenizer, texts, 1_000_000, settings.append_eos_token)
@@ -247,19 +269,33 @@ def merge(config: MergeConfig) -> dict[str, Any]:
     from peft import PeftConfig, PeftModel
     from transformers import AutoModel, AutoTokenizer
 
-    from models.contrastive.run_setup import SUCCESS_MARKER, mark_success
     from models.io_utils import atomic_write_json
 
     adapter, out = Path(config.adapter), Path(config.output_dir)
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter}/adapter_config.json not found: --adapter must be a LoRA training output")
-    if not (adapter / SUCCESS_MARKER).is_file() and not adapter.name.startswith("checkpoint-"):
+    if not is_finished(adapter) and not adapter.name.startswith("checkpoint-"):
         logger.warning("%s has no %s: training may not have finished", adapter, SUCCESS_MARKER)
+    record = StageRecord(
+        STAGE,
+        dataclasses.asdict(config),
+        informational=INFORMATIONAL,
+        identity={"adapter_fingerprint": model_fingerprint(str(adapter))},
+    )
     if out.exists() and any(out.iterdir()):
-        if not config.overwrite:
+        if config.overwrite:
+            shutil.rmtree(out)
+        elif not (out / RECORD_NAME).is_file():
             raise ValueError(f"--output_dir {out} is not empty; pass --overwrite or choose another directory")
-        shutil.rmtree(out)
+        else:
+            check_rerun(out / RECORD_NAME, record, "pass --overwrite or another --output_dir")
+            if is_finished(out):
+                logger.info("%s already holds this merge; reusing it", out)
+                return json.loads((out / "merge_report.json").read_text(encoding="utf-8"))
+            logger.info("%s holds an unfinished merge with the same settings; merging again", out)
+            shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    record.write(out / RECORD_NAME)
 
     peft_config = PeftConfig.from_pretrained(str(adapter))
     base_model = config.base_model or peft_config.base_model_name_or_path
@@ -300,16 +336,15 @@ def merge(config: MergeConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
-    logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
-    try:
+    configure_logging()
+
+    def body() -> None:
+        logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
         report = merge(config)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 2
-    print(f"merged {config.adapter} -> {config.output_dir} (min probe cosine {report['min_cosine']:.6f})")
-    return 0
+        print(f"merged {config.adapter} -> {config.output_dir} (min probe cosine {report['min_cosine']:.6f})")
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 
 Owns the orchestration of specs/evaluation.md §5: read a first-stage run, keep each query's top
 ``--top_k`` (100) after removing excluded ids, score every (query, document) pair, mix, evaluate.
-The rerankers are :mod:`models.llm_reranker` (paper Table 2 "+QwenRerank") and
-:mod:`models.pointwise_reranker` (the RaDeR reranker, Tables 5–6); data, post-processing and
-metrics are reused from :mod:`run_src.evaluate_bright`.
+The rerankers are :mod:`models.reranking.llm` (paper Table 2 "+QwenRerank") and
+:mod:`models.reranking.pointwise` (the RaDeR reranker, Tables 5–6); data, post-processing and
+metrics are :mod:`models.evaluation`'s, as in ``evaluate_bright``.
 
 Scores. ``final = w · rerank + (1 − w) · first_stage`` with the first stage on its raw scale and
 ``w = --rerank_weight``: 0.5 for ``llm`` (the paper's interpolation), 1.0 for ``pointwise`` (RaDeR's
@@ -32,7 +32,8 @@ queries than the first stage did).
 Resuming: each query's scores are appended to ``rerank_cache.jsonl`` as soon as they exist, so a
 killed run continues where it stopped; cached queries are reused when their candidate list is
 unchanged, pairs whose request failed are asked again. A cache written with other scoring
-settings (``rerank_cache_meta.json``) is refused unless ``--overwrite``.
+settings (``rerank_cache_meta.json``) is refused unless ``--overwrite``, and so is a rerun into a run
+directory whose ``config.json`` holds other settings (the informational ones excepted).
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from models.champ import source_with_champ
-from models.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, QUERY_TYPES, Corpus, Example, load_corpus, load_examples
+from models.embedded.champ import source_with_champ
+from models.evaluation.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_run
+from models.evaluation.runs import gold_ids, postprocess_run, qrels_from_examples
+from models.evaluation.tasks import TASKS
 from models.io_utils import append_jsonl, atomic_write_json
-from models.llm_reranker import (
+from models.llm.prompt_templates import load_prompt
+from models.reranking.llm import (
     DEFAULT_RERANK_WEIGHT,
     PROMPT_PATH,
     PROMPT_PLACEHOLDERS,
@@ -66,20 +70,38 @@ from models.llm_reranker import (
     criterion_for,
     rank_by,
 )
-from models.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_run
-from models.prompt_templates import load_prompt
+from models.retrieval.corpus import (
+    BRIGHT_SPLITS,
+    LONG_DOCUMENT_SPLITS,
+    QUERY_TYPES,
+    Corpus,
+    Example,
+    load_corpus,
+    load_examples,
+)
 from models.settings import Settings, load_settings
-from run_src.evaluate_bright import TASKS, gold_ids, postprocess_run, qrels_from_examples
+from models.stage import (
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    read_record,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
-CONFIG_SCHEMA_VERSION = 1
+STAGE = "rerank"
 CACHE_SCHEMA_VERSION = 1
 RERANKERS = ("llm", "pointwise")
 DEFAULT_TOP_K = 100  # paper Table 2 "+QwenRerank (top-100)"; Tables 5-6 rerank BM25 top-100
 CACHE_NAME = "rerank_cache.jsonl"
 CACHE_META_NAME = "rerank_cache_meta.json"
 POINTWISE_RERANK_WEIGHT = 1.0
+# Speed, endpoints and locations: recorded, never compared on a rerun.
+INFORMATIONAL = frozenset({"output_dir", "bright_dir", "overwrite", "missing_queries", "base_url", "max_concurrency",
+                           "queries_per_batch", "timeout_s", "max_retries", "batch_size", "device"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,15 +169,16 @@ _CACHE_IDENTITY = {
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m run_src.rerank", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="BRIGHT split, or champ")
-    parser.add_argument("--reranker", required=True, choices=RERANKERS, help="llm (0-5 prompt) or pointwise model")
+    parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
+    add_config_argument(parser)
+    parser.add_argument("--task", choices=sorted(TASKS), help="BRIGHT split, or champ (required)")
+    parser.add_argument("--reranker", choices=RERANKERS, help="llm (0-5 prompt) or pointwise model (required)")
     parser.add_argument(
         "--model",
         default="",
         help="llm: model name on the server (default GENERATOR_MODEL); pointwise: a saved reranker directory",
     )
-    first = parser.add_mutually_exclusive_group(required=True)
+    first = parser.add_mutually_exclusive_group()
     first.add_argument("--first_stage_dir", help="an evaluate_bright run directory (score.json + config.json)")
     first.add_argument("--first_stage", help="a run file: score.json, 6-column TREC or qid docid score")
     parser.add_argument(
@@ -169,7 +192,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument("--long_context", action="store_true", help="long_documents corpus and gold_ids_long")
     parser.add_argument("--bright_dir", default=settings.bright_dir or "hf", help="hf | hf:<repo or dir> | mirror dir")
-    parser.add_argument("--output_dir", required=True, help="root of the run directories")
+    parser.add_argument("--output_dir", help="root of the run directories (required)")
     parser.add_argument("--model_name", default="", help="run name (default: <first stage>+<reranker name>)")
     parser.add_argument("--reranker_name", default="", help="default: llm-<model> / pointwise-<model dir>")
     parser.add_argument("--top_k", type=int, default=DEFAULT_TOP_K, help="first-stage documents reranked per query")
@@ -213,16 +236,19 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 def _first_stage_meta(path: Path) -> dict[str, Any]:
     """The evaluate_bright config.json next to a score.json, or ``{}``."""
     config_path = path.parent / "config.json" if path.is_file() else path / "config.json"
-    if config_path.is_file():
-        return json.loads(config_path.read_text(encoding="utf-8"))
-    return {}
+    return read_record(config_path)["settings"] if config_path.is_file() else {}
 
 
 def parse_config(argv: list[str] | None = None, settings: Settings | None = None) -> RerankConfig:
     """Parse flags into a resolved :class:`RerankConfig`; bad combinations exit through argparse."""
     settings = settings or load_settings()
     parser = build_parser(settings)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_flags(parser, argv)
+    for flag in ("task", "reranker", "output_dir"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
+    if not (args.first_stage_dir or args.first_stage):
+        parser.error("one of --first_stage_dir or --first_stage is required")
     if args.long_context and args.task in BRIGHT_SPLITS and args.task not in LONG_DOCUMENT_SPLITS:
         parser.error(f"--long_context: {args.task} has no long_documents (only {', '.join(LONG_DOCUMENT_SPLITS)})")
     for flag in ("top_k", "max_concurrency", "queries_per_batch", "batch_size", "max_tokens"):
@@ -354,7 +380,8 @@ class _PairScorer:
         self.llm: LLMReranker | None = None
         self.model: Any = None
         if config.reranker == "llm":
-            from models.llm_client import build_llm_client, config_from_settings
+            from models.llm.client import config_from_settings
+            from models.llm.factory import build_llm_client
 
             client_config = config_from_settings(
                 settings,
@@ -368,7 +395,7 @@ class _PairScorer:
             self.client = build_llm_client(client_config)
             self.llm = LLMReranker(self.client, config.llm_config(), task=config.task)
         else:
-            from models.pointwise_reranker import PointwiseReranker
+            from models.reranking.pointwise import PointwiseReranker
 
             self.model = PointwiseReranker.from_pretrained(
                 config.model,
@@ -382,7 +409,7 @@ class _PairScorer:
         """One tiny request before the run, so a wrong URL or model name fails now, not as N errors."""
         if self.client is None:
             return
-        from models.llm_client import LLMServiceError, SamplingParams
+        from models.llm.client import LLMServiceError, SamplingParams
 
         try:
             self.client.chat([{"role": "user", "content": "Reply with OK."}], SamplingParams(max_tokens=1))
@@ -422,7 +449,7 @@ def describe_reranker(config: RerankConfig) -> dict[str, Any] | None:
     if config.reranker == "llm":
         template = load_prompt(Path(config.prompt_path), placeholders=PROMPT_PLACEHOLDERS)
         return {"prompt": template.identity(), "criterion": criterion_for(config.task)}
-    from models.pointwise_reranker import RERANKER_CONFIG_NAME  # imports torch; the llm path does not need it
+    from models.reranking.pointwise import RERANKER_CONFIG_NAME  # imports torch; the llm path does not need it
 
     saved = Path(config.model) / RERANKER_CONFIG_NAME
     return json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else None
@@ -432,10 +459,14 @@ def describe_reranker(config: RerankConfig) -> dict[str, Any] | None:
 
 
 def _write_config(run_dir: Path, config: RerankConfig, derived: dict[str, Any]) -> None:
-    atomic_write_json(
-        run_dir / "config.json",
-        {"schema_version": CONFIG_SCHEMA_VERSION, **dataclasses.asdict(config), "derived": derived},
-    )
+    record(config, derived).write(run_dir / "config.json")
+
+
+def record(config: RerankConfig, derived: dict[str, Any] | None = None) -> StageRecord:
+    """``config.json``: every setting, plus the prompt version (llm) that shaped the scores."""
+    identity = {"prompt_sha256": _cache_identity(config).get("prompt_sha256")} if config.reranker == "llm" else {}
+    return StageRecord(STAGE, dataclasses.asdict(config), informational=INFORMATIONAL, identity=identity,
+                       derived=derived or {})  # fmt: skip
 
 
 def _candidates(config: RerankConfig, examples: Sequence[Example], all_examples: Sequence[Example]) -> Run:
@@ -468,6 +499,8 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
     run_dir.mkdir(parents=True, exist_ok=True)
     source = source_with_champ(config.bright_dir, config.task)
     derived: dict[str, Any] = {"run_dir": str(run_dir), "source": source, "k_values": list(DEFAULT_K_VALUES)}
+    if not config.overwrite:
+        check_rerun(run_dir / "config.json", record(config), "pass --overwrite to score again, or another --model_name")
     _write_config(run_dir, config, derived)  # before any compute: a bad output dir fails here
 
     all_examples = load_examples(source, config.task, config.query_type)
@@ -557,18 +590,16 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
-    logger.info("config: %s", dataclasses.asdict(config))
-    try:
+    configure_logging()
+
+    def body() -> None:
+        logger.info("config: %s", dataclasses.asdict(config))
         results = run_rerank(config)
-    except (ValueError, FileNotFoundError) as err:
-        logger.debug("reranking failed", exc_info=True)
-        logger.error("%s", err)
-        return 2
-    summary = " ".join(f"{key} {results[key]:.5f}" for key in ("NDCG@10", "Recall@10", "MRR"))
-    print(f"{config.task} {config.model_name} {config.first_stage_query_type}: {summary} -> {config.run_dir}")
-    return 0
+        summary = " ".join(f"{key} {results[key]:.5f}" for key in ("NDCG@10", "Recall@10", "MRR"))
+        print(f"{config.task} {config.model_name} {config.first_stage_query_type}: {summary} -> {config.run_dir}")
+
+    return run_stage(body, name=STAGE)
 
 
 if __name__ == "__main__":

@@ -33,22 +33,31 @@ from typing import Any
 from tqdm import tqdm
 
 from models.io_utils import atomic_write_json
-from models.llm_client import BACKENDS, LLMClient, LLMClientConfig, build_llm_client, config_from_settings
-from models.retriever_client import RetrieverClient
+from models.llm.client import BACKENDS, LLMClient, LLMClientConfig, config_from_settings
+from models.llm.factory import build_llm_client
+from models.serving.retriever_client import RetrieverClient
 from models.settings import Settings, load_settings
+from models.stage import (
+    EXIT_PARTIAL,
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    run_stage,
+)
 from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
-from run_src.mcts.nodes import ActionName, ExpansionConfig
-from run_src.mcts.problems import DATASET_NAMES, Problem, load_problems, parse_shard, select_problems
+from run_src.mcts.problems import DATASET_NAMES, Problem, ProblemSet, load_problems, parse_shard, select_problems
 from run_src.mcts.run_outputs import (
     ProblemOutputs,
     RunDirectory,
-    check_resumable,
     index_width,
     write_problem_error,
     write_problem_outputs,
 )
 from run_src.mcts.search import WEIGHT_SCHEDULERS
 from run_src.mcts.solve import SearchSettings, solve_problem
+from run_src.mcts.tree_types import REWARD_MODES, ActionName, ExpansionConfig
 
 logger = logging.getLogger("run_src.run_parallel_workers")
 
@@ -60,13 +69,24 @@ API_BACKENDS = {
     "transformers": "transformers",
 }
 RETRIEVER_NAMES = {"repllama": "Repllama", "RaDeR": "RaDeR", "rader": "RaDeR"}
-EXIT_SOME_FAILED = 3
+EXIT_SOME_FAILED = EXIT_PARTIAL
+STAGE = "run_parallel_workers"
+# Recorded in args.json, never compared on a rerun: concurrency, endpoints, logging, where the problems are
+# read from (their content is compared through the problem-set fingerprint), which of them this call searches
+# (shard index, slice) and the spellings of defaults that the paper's command line passes.
+INFORMATIONAL = frozenset({
+    "num_workers", "num_cpu", "max_concurrency", "request_timeout", "max_retries", "generator_urls",
+    "retriever_url", "bm25_url", "verbose", "note", "run_name", "run_outputs_root", "data_root", "data_file",
+    "test_json_filename", "problem_ids", "start_idx", "end_idx", "shard", "disable_a3", "disable_a4", "disable_a5",
+    "bool_goldanswer_reward",
+})  # fmt: skip
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m run_src.run_parallel_workers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.split("\n\n")[0])
+    add_config_argument(p)
     data = p.add_argument_group("problems")
-    data.add_argument("--dataset_name", required=True, choices=DATASET_NAMES)
+    data.add_argument("--dataset_name", choices=DATASET_NAMES, help="(required)")
     data.add_argument("--test_json_filename", default="test_all", help="file stem inside <data_root>/<dataset_name>/")
     data.add_argument("--data_root", default="data")
     data.add_argument("--data_file", default=None, help="a problem file to use instead of the data_root layout")
@@ -77,7 +97,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
     gen = p.add_argument_group("generator")
     gen.add_argument("--api", default="vllm-server", choices=sorted(API_BACKENDS))
-    gen.add_argument("--model_ckpt", required=True, help="served model name (or checkpoint dir for --api transformers)")
+    gen.add_argument("--model_ckpt", help="served model name, or checkpoint dir for --api transformers (required)")
     gen.add_argument(
         "--generator_urls",
         default=None,
@@ -105,7 +125,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     search.add_argument("--qg_nodes", type=int, default=1, help="generations per query-generation action")
     search.add_argument("--mcts_exploration_weight", type=float, default=2.0)
     search.add_argument("--mcts_weight_scheduler", default="const", choices=WEIGHT_SCHEDULERS)
-    search.add_argument("--mcts_discount_factor", type=float, default=1.0)
+    search.add_argument(
+        "--mcts_discount_factor",
+        type=float,
+        default=1.0,
+        help="reward multiplier per step above the rollout's last node (1.0: undiscounted, as the paper)",
+    )
     search.add_argument("--disable_a1", action="store_true", help="no one-step thoughts")
     # rStar's optional actions are off by default, as in the paper (§4.1); --disable_a3/a4/a5 stay accepted
     # so the paper's command line runs unchanged.
@@ -131,7 +156,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         default=10,
         help="answers sampled per non-final A3 sub-question; the majority answer's share is its value",
     )
-    search.add_argument("--bool_goldanswer_reward", action="store_true", help="gold-answer rewards (the only mode)")
+    search.add_argument(
+        "--reward",
+        choices=REWARD_MODES,
+        default=None,
+        help="gold: leaves valued by the gold answer (paper, default); self_consistency: by sibling agreement (rStar)",
+    )
+    search.add_argument(
+        "--bool_goldanswer_reward",
+        action="store_true",
+        help="the paper's spelling of --reward gold (contradicts --reward self_consistency)",
+    )
     search.add_argument(
         "--wrong_answer_reward",
         type=float,
@@ -157,9 +192,6 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ret.add_argument("--retrieval_selfreasoning", action="store_true", help="self-reflection filter on theorems")
     ret.add_argument("--corpus", default=None, help="corpus source the retriever serves (recorded for later stages)")
     ret.add_argument("--task", default="theoremqa_theorems", help="corpus split the retriever serves")
-    ret.add_argument(
-        "--cache_dir", default=None, help="accepted for compatibility: the retriever server owns embeddings"
-    )
 
     out = p.add_argument_group("outputs")
     out.add_argument("--run_outputs_root", default=str(Path(settings.outputs_mcts_dir) / "run_outputs"))
@@ -169,6 +201,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     out.add_argument("--num_cpu", type=int, default=1, help="process slots of the reference; multiplies num_workers")
     out.add_argument("--verbose", action="store_true")
     return p
+
+
+def resolve_reward(args: argparse.Namespace) -> str:
+    """``--reward``, with the paper's ``--bool_goldanswer_reward`` read as ``--reward gold``."""
+    if args.bool_goldanswer_reward and args.reward == "self_consistency":
+        raise ValueError("--bool_goldanswer_reward asks for gold-answer rewards, --reward self_consistency for others")
+    return args.reward or "gold"
 
 
 def _read_problem_ids(path: str) -> set[str]:
@@ -186,8 +225,8 @@ def check_rstar_flags(args: argparse.Namespace) -> None:
     """Refuse contradictory or unsupported rStar action flags (``ValueError`` naming them)."""
     if args.enable_a4:
         raise ValueError("--enable_a4: rStar's A4 (re-answer a sub-question) is not implemented; drop the flag")
-    for action in ("a3", "a5"):
-        if getattr(args, f"enable_{action}") and getattr(args, f"disable_{action}"):
+    for action, enabled, disabled in (("a3", args.enable_a3, args.disable_a3), ("a5", args.enable_a5, args.disable_a5)):
+        if enabled and disabled:
             raise ValueError(f"--enable_{action} and --disable_{action} contradict each other; keep one")
 
 
@@ -211,6 +250,7 @@ def expansion_config(args: argparse.Namespace) -> ExpansionConfig:
         disabled_actions=frozenset(disabled),
         wrong_answer_reward=args.wrong_answer_reward,
         reference_da_value=args.reference_da_value,
+        reward=args.reward,
     )
 
 
@@ -277,23 +317,45 @@ def run_directory(args: argparse.Namespace, total_items: int) -> RunDirectory:
     return RunDirectory(root=root, width=index_width(total_items))
 
 
-def run_args_record(
-    args: argparse.Namespace, run: RunDirectory, prompts: MCTSPrompts, skipped: dict[str, int]
-) -> dict[str, Any]:
-    """``args.json``: every flag, derived settings ([FIX] ``null`` instead of ``Infinity``), prompt versions."""
-    record = dict(vars(args))
-    record.update(
-        {
+def stage_record(
+    args: argparse.Namespace,
+    run: RunDirectory,
+    prompts: MCTSPrompts,
+    problem_set: ProblemSet,
+    selected: Sequence[Problem],
+    shard: tuple[int, int] | None,
+) -> StageRecord:
+    """``args.json``: every flag, the fingerprint of the problems this run name covers and the prompt
+    versions (compared on a rerun), and derived settings ([FIX] ``null`` instead of ``Infinity``)."""
+    settings = {k: v for k, v in vars(args).items() if k != "config"}
+    return StageRecord(
+        STAGE,
+        settings,
+        informational=INFORMATIONAL,
+        identity={
+            "problem_set": problem_fingerprint(selected),
+            "shard_count": shard[1] if shard else 1,
+            "prompt_versions": prompts.versions(),
+        },
+        derived={
             "run_outputs_dir": str(run.root),
             "answer_sheets_dir": str(run.answer_sheets),
             "max_qg_nodes": expansion_config(args).qg_limit,
             "corpus_split": args.task,
             "prompt_versions": prompts.versions(),
-            "skipped_items": skipped,
+            "problem_source": problem_set.source,
+            "skipped_items": problem_set.skipped,
             "index_width": run.width,
-        }
+        },
     )
-    return record
+
+
+def problem_fingerprint(problems: Sequence[Problem]) -> dict[str, object]:
+    """What identifies a run's problem set: its size and a hash of every problem's id, text and gold answer."""
+    digest = hashlib.sha256()
+    for problem in problems:
+        digest.update(json.dumps([problem.source_id, problem.problem, problem.gold_answer]).encode())
+    return {"count": len(problems), "sha256": digest.hexdigest()[:16], "first_ids": [p.source_id for p in problems[:3]]}
 
 
 def prompt_version_tag(prompts: MCTSPrompts) -> str:
@@ -302,54 +364,66 @@ def prompt_version_tag(prompts: MCTSPrompts) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = load_settings()
+def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    """Flags (``--config`` included) with the derived defaults filled in; bad values exit through argparse."""
     parser = build_parser(settings)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per request would drown the progress bar
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    args = parse_flags(parser, None if argv is None else list(argv))
+    for flag in ("dataset_name", "model_ckpt"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag} is required")
     for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
+    if not 0.0 < args.mcts_discount_factor <= 1.0:
+        parser.error(f"--mcts_discount_factor must be in (0, 1], got {args.mcts_discount_factor}")
     if args.dataset_name == "CHAMP" and args.corpus is None:
-        from models.champ import prepare_champ_mirror
+        from models.embedded.champ import prepare_champ_mirror
 
         args.corpus = str(prepare_champ_mirror())
         if args.task == "theoremqa_theorems":
             args.task = "champ"
     args.corpus = args.corpus or settings.bright_dir or "hf"
     try:
+        args.reward = resolve_reward(args)
         check_rstar_flags(args)
-        shard = parse_shard(args.shard) if args.shard else None
-        problem_set = load_problems(args.dataset_name, args.data_root, args.test_json_filename, args.data_file)
-        wanted = _read_problem_ids(args.problem_ids) if args.problem_ids else None
-        problems = select_problems(problem_set.problems, args.start_idx, args.end_idx, shard, wanted)
-        expansion = expansion_config(args)
-        act_settings = action_settings(args)
-    except (ValueError, FileNotFoundError) as error:
+        expansion_config(args)
+        action_settings(args)
+        if args.shard:
+            parse_shard(args.shard)
+    except ValueError as error:
         parser.error(str(error))
+    return args
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings()
+    args = parse_args(argv, settings)
+    configure_logging(verbose=args.verbose)
+    return run_stage(lambda: run(args, settings), name=STAGE)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The stage: select problems, check or start the run directory, search what is not finished."""
+    shard = parse_shard(args.shard) if args.shard else None
+    problem_set = load_problems(args.dataset_name, args.data_root, args.test_json_filename, args.data_file)
+    wanted = _read_problem_ids(args.problem_ids) if args.problem_ids else None
+    covered = select_problems(problem_set.problems, args.start_idx, args.end_idx, None, wanted)
+    problems = select_problems(covered, 0, None, shard, None) if shard else covered
+    expansion = expansion_config(args)
     run = run_directory(args, problem_set.total_items)
     prompts = MCTSPrompts.load(
         args.LLM_candidate_theorems,
         subquestions=expansion.enabled(ActionName.SUBQUESTION),
         rephrase=expansion.enabled(ActionName.REPHRASE),
     )
-    record = run_args_record(args, run, prompts, problem_set.skipped)
+    record = stage_record(args, run, prompts, problem_set, covered, shard)
     args_path = run.root / "args.json"
-    if args_path.is_file():
-        try:
-            check_resumable(args_path, record)
-        except ValueError as error:
-            parser.error(str(error))
+    check_rerun(args_path, record, fresh_run="use a new --run_name (or the original flags and problem file)")
     run.create()
-    atomic_write_json(args_path, record, indent=4)
+    record.write(args_path)
 
-    finished = run.finished_indices()
-    pending = [problem for problem in problems if problem.index not in finished]
+    finished = run.finished_ids()
+    pending = [problem for problem in problems if problem.source_id not in finished]
     logger.info(
         "run %s: %d problems selected, %d already finished, %d to search",
         run.root,
@@ -361,22 +435,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_rollouts=args.num_rollouts,
         exploration_weight=args.mcts_exploration_weight,
         weight_scheduler=args.mcts_weight_scheduler,
+        discount=args.mcts_discount_factor,
         seed=args.seed,
         save_tree=args.save_tree,
         expansion=expansion,
     )
     clients = generator_clients(args, settings)
     retrievers = retriever_set(args, settings)
-    resources = [ActionResources(client, retrievers, act_settings, prompts) for client in clients]
+    resources = [ActionResources(client, retrievers, action_settings(args), prompts) for client in clients]
     provenance = {
         "model": args.model_ckpt,
         "prompt_version": prompt_version_tag(prompts),
         "prompt_versions": prompts.versions(),
     }
     failed = run_problems(pending, resources, search, run, args.num_workers * args.num_cpu, provenance)
+    done = run.finished_ids()
     summary = {
         "selected": len(problems),
-        "finished": len(run.finished_indices() & {p.index for p in problems}),
+        "finished": sum(problem.source_id in done for problem in problems),
         "failed": sorted(failed),
         "generator_usage": [client.usage.as_dict() for client in clients],
     }

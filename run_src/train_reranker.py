@@ -8,8 +8,8 @@
     deepspeed --include localhost:0,1 --module run_src.train_reranker --deepspeed tevatron_configs/ds_zero3_config.json ...
 
 Flags are Tevatron's reranker flags (``tevatron.reranker.driver.train``; classes in
-``models/contrastive/arguments.py``), so the paper's command runs unchanged; ``--lora_r`` defaults to 8 as there.
-The model is :class:`models.pointwise_reranker.PointwiseReranker` (backbone + one-output linear head on the last
+``models/training/arguments.py``), so the paper's command runs unchanged; ``--lora_r`` defaults to 8 as there.
+The model is :class:`models.reranking.pointwise.PointwiseReranker` (backbone + one-output linear head on the last
 real token); data, group sampling, run set-up and the LR schedule are the retriever trainer's.
 
 The output directory gets ``train_config.json`` (every option) before training, ``checkpoint-<step>/`` every
@@ -40,8 +40,8 @@ class RunResult:
 
 
 def reranker_format(text_args: Any) -> Any:
-    """The :class:`models.pointwise_reranker.RerankerFormat` the flags describe (saved with the model)."""
-    from models.pointwise_reranker import RerankerFormat
+    """The :class:`models.reranking.pointwise.RerankerFormat` the flags describe (saved with the model)."""
+    from models.reranking.pointwise import RerankerFormat
 
     return RerankerFormat(
         query_prefix=text_args.query_prefix,
@@ -55,8 +55,8 @@ def reranker_format(text_args: Any) -> Any:
 
 def build_reranker(model_args: Any, lora_args: Any, text_args: Any, training_args: Any) -> Any:
     """Backbone in the training precision, optional LoRA, a new head drawn with ``--seed``."""
-    from models.contrastive.model import resolve_attn_implementation
-    from models.pointwise_reranker import LoraSettings, PointwiseReranker
+    from models.reranking.pointwise import LoraSettings, PointwiseReranker
+    from models.training.model import resolve_attn_implementation
     from run_src.train_retriever import model_dtype
 
     lora = (
@@ -88,14 +88,15 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
     """Parse, check, train and save; exit code 2 for bad flags or input, before any compute."""
     from transformers import HfArgumentParser, set_seed
 
-    from models.contrastive.arguments import RERANKER_ARGUMENT_CLASSES
-    from models.contrastive.collator import RerankerCollator
-    from models.contrastive.dataset import RerankerTrainDataset, load_corpus_lookup, load_train_records, record_format
-    from models.contrastive.reranker_trainer import RerankerTrainer
-    from models.contrastive.run_setup import (
+    from models.training.arguments import RERANKER_ARGUMENT_CLASSES
+    from models.training.collator import RerankerCollator
+    from models.training.dataset import RerankerTrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.training.reranker_trainer import RerankerTrainer
+    from models.training.run_setup import (
         init_distributed,
         parse_arguments,
         prepare_output_dir,
+        run_record,
         setup_logging,
         train_and_mark_success,
         write_run_config,
@@ -110,8 +111,10 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
         return RunResult(2)
     setup_logging(training_args)
     init_distributed(training_args)
+    parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
+    record = run_record(parts, training_args, stage="train_reranker")
     try:
-        resume = prepare_output_dir(training_args)
+        resume = prepare_output_dir(training_args, record)
         set_seed(training_args.seed)
         records = load_train_records(data_args)
         corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
@@ -137,7 +140,6 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
     )
     dataset.set_trainer(trainer)
     if trainer.is_world_process_zero():
-        parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
         derived = {
             "world_size": training_args.world_size,
             "records": len(dataset),
@@ -146,7 +148,7 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
             "reranker": model.describe(),
             "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
         }
-        write_run_config(training_args.output_dir, parts, derived, training_args)
+        write_run_config(training_args.output_dir, record, derived)
 
     train_and_mark_success(trainer, training_args.output_dir, resume)
     return RunResult(0, trainer)

@@ -7,7 +7,7 @@
     deepspeed --include localhost:0,1 --module run_src.train_retriever --deepspeed tevatron_configs/ds_zero3_config.json ...
     torchrun --nproc_per_node 2 -m run_src.train_retriever ...
 
-Flags are Tevatron v2's (``models/contrastive/arguments.py``); the paper's README command runs unchanged.
+Flags are Tevatron v2's (``models/training/arguments.py``); the paper's README command runs unchanged.
 The output directory gets ``train_config.json`` (every option) before training, ``checkpoint-<step>/`` every
 ``--save_steps``, and at the end the LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``),
 the tokenizer, ``retriever_config.json`` (pooling, prefixes, EOS, normalisation, max lengths) and
@@ -46,7 +46,7 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
 def inference_settings(
     model_args: Any, lora_args: Any, text_args: Any, tokenizer: Any, dtype: Any, hidden_size: int | None
 ) -> Any:
-    from models.contrastive.inference_settings import InferenceSettings, matching_preset
+    from models.training.inference_settings import InferenceSettings, matching_preset
 
     return InferenceSettings(
         base_model_name_or_path=model_args.model_name_or_path,
@@ -70,19 +70,20 @@ def inference_settings(
 def main(argv: Sequence[str] | None = None) -> int:
     from transformers import HfArgumentParser, set_seed
 
-    from models.contrastive.arguments import RETRIEVER_ARGUMENT_CLASSES
-    from models.contrastive.collator import ContrastiveCollator
-    from models.contrastive.dataset import TrainDataset, load_corpus_lookup, load_train_records, record_format
-    from models.contrastive.model import ContrastiveEncoder
-    from models.contrastive.run_setup import (
+    from models.training.arguments import RETRIEVER_ARGUMENT_CLASSES
+    from models.training.collator import ContrastiveCollator
+    from models.training.dataset import TrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.training.model import ContrastiveEncoder
+    from models.training.run_setup import (
         init_distributed,
         parse_arguments,
         prepare_output_dir,
+        run_record,
         setup_logging,
         train_and_mark_success,
         write_run_config,
     )
-    from models.contrastive.trainer import ContrastiveTrainer
+    from models.training.trainer import ContrastiveTrainer
 
     parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)
     try:
@@ -93,8 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(training_args)
     init_distributed(training_args)
+    parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
+    record = run_record(parts, training_args, stage="train_retriever")
     try:
-        resume = prepare_output_dir(training_args)
+        resume = prepare_output_dir(training_args, record)
         set_seed(training_args.seed)
         tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args.cache_dir)
         records = load_train_records(data_args)
@@ -130,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     dataset.set_trainer(trainer)
     if trainer.is_world_process_zero():
-        parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
         derived = {
             "world_size": training_args.world_size,
             "records": len(dataset),
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "inference_settings": settings.to_dict(),
             "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
         }
-        write_run_config(training_args.output_dir, parts, derived, training_args)
+        write_run_config(training_args.output_dir, record, derived)
 
     train_and_mark_success(trainer, training_args.output_dir, resume)
     return 0

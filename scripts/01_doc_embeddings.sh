@@ -4,8 +4,9 @@
 #   TEXT_FORMAT=plain POOLING=mean scripts/01_doc_embeddings.sh /models/all-MiniLM-L6-v2 champ
 #   ENCODER_BACKEND=vllm-server ENCODER_URL=http://127.0.0.1:8001 scripts/01_doc_embeddings.sh /ckpt/rader aops
 # Relative BRIGHT_DIR/BRIGHT_CACHE_DIR are taken from the repository root.
-# Caches land in $BRIGHT_CACHE_DIR/doc_emb/<model folder name>/<split>/. Rerunning after a kill resumes;
-# rerunning after success reuses. Corpora come from $BRIGHT_DIR (a local mirror) or the Hugging Face Hub.
+# Caches land in $BRIGHT_CACHE_DIR/doc_emb/<cache name>/<split>/, the name derived from the encoder settings
+# (models/retrieval/encoder_flags.py), so servers and stage 6 with the same settings reuse them. Rerunning
+# after a kill resumes; rerunning after success reuses. Corpora come from $BRIGHT_DIR or the Hugging Face Hub.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,6 @@ BRIGHT_CACHE_DIR="${BRIGHT_CACHE_DIR:-$REPO_ROOT/BRIGHT_cache}"
 BATCH_SIZE="${BATCH_SIZE:-8}"
 ENCODER_BACKEND="${ENCODER_BACKEND:-transformers}"  # or vllm-server (needs ENCODER_URL)
 ENCODER_URL="${ENCODER_URL:-}"
-MODEL_NAME="${MODEL_NAME:-}"                   # cache directory name; empty: the model's folder name
 DOC_MAX_LEN="${DOC_MAX_LEN:-}"                 # tokens incl. EOS; empty: no truncation
 
 if [ $# -lt 2 ]; then
@@ -31,12 +31,11 @@ shift
 # A local model path is made absolute before the cd below; an HF id is passed as is.
 if [ -e "$MODEL" ]; then MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"; fi
 
-args=(--model "$MODEL" --source "${BRIGHT_DIR:-hf}" --cache_root "$BRIGHT_CACHE_DIR" --text_format "$TEXT_FORMAT"
-      --batch_size "$BATCH_SIZE" --encoder_backend "$ENCODER_BACKEND")
+args=(--model_path "$MODEL" --source "${BRIGHT_DIR:-hf}" --cache_root "$BRIGHT_CACHE_DIR" --text_format "$TEXT_FORMAT"
+      --encode_batch_size "$BATCH_SIZE" --encoder_backend "$ENCODER_BACKEND")
 for split in "$@"; do args+=(--split "$split"); done
 if [ -n "$POOLING" ]; then args+=(--pooling "$POOLING"); fi
 if [ -n "$ENCODER_URL" ]; then args+=(--encoder_url "$ENCODER_URL"); fi
-if [ -n "$MODEL_NAME" ]; then args+=(--model_name "$MODEL_NAME"); fi
 if [ -n "$DOC_MAX_LEN" ]; then args+=(--doc_max_len "$DOC_MAX_LEN"); fi
 
 cd "$REPO_ROOT"

@@ -48,7 +48,7 @@ mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"   # absolute: relative paths are taken from the repository root
 
 echo "[demo] preparing embedded assets (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, CHAMP mirror)"
-assets_json="$("$PY" -m models.assets)"
+assets_json="$("$PY" -m models.embedded.assets)"
 smollm2_dir="$(printf '%s' "$assets_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["smollm2"])')"
 mirror_dir="$(printf '%s' "$assets_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["champ_mirror"])')"
 export BRIGHT_DIR="$mirror_dir"

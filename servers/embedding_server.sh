@@ -4,7 +4,7 @@
 #   servers/embedding_server.sh MODEL [PORT]
 # The retriever servers use it with `--encoder_backend vllm-server --encoder_url http://127.0.0.1:PORT`;
 # scripts/01_doc_embeddings.sh can encode a corpus through it. Text formatting (prefixes, EOS) is the
-# client's job (models/text_formats.py). Environment: SERVER_HOST, EMBEDDING_PORT (8002),
+# client's job (models/retrieval/text_formats.py). Environment: SERVER_HOST, EMBEDDING_PORT (8002),
 # EMBEDDING_SERVED_NAME, EMBEDDING_MAX_MODEL_LEN, EMBEDDING_EXTRA_ARGS, CUDA_VISIBLE_DEVICES,
 # EMBEDDING_GPU_MEMORY_UTILIZATION (GPU), EMBEDDING_CPU_KVCACHE_SPACE (GiB, CPU; default 1).
 set -euo pipefail

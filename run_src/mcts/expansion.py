@@ -3,7 +3,8 @@
 Each action function asks the injected generator for raw results and turns them into child payloads;
 :func:`plan_children` applies the table, including the fallbacks (OST → DA only if nothing else was
 produced; QG → OST + DA if no retrieved theorem survived). Nodes are built by
-:meth:`~run_src.mcts.nodes.ReasoningNode.find_children`, so this module creates no nodes itself.
+:meth:`~run_src.mcts.nodes.ReasoningNode.find_children`, so this module creates no nodes itself and
+knows nodes only through :class:`~run_src.mcts.tree_types.ExpandableNode`.
 
 Usage::
 
@@ -12,12 +13,14 @@ Usage::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections import Counter
+from typing import cast
 
-from run_src.mcts.actions import RelevanceLabel, RStarActionGenerator
-from run_src.mcts.nodes import (
+from run_src.mcts.actions import RelevanceLabel, RStarActionGenerator, SelfConsistencyGenerator
+from run_src.mcts.tree_types import (
     ActionName,
     DirectAnswer,
+    ExpandableNode,
     NodeKind,
     OstStep,
     Payload,
@@ -30,33 +33,53 @@ from run_src.mcts.nodes import (
     reward_for_grade,
 )
 
-if TYPE_CHECKING:
-    from run_src.mcts.nodes import ReasoningNode
 
-
-def one_step_thoughts(node: ReasoningNode) -> list[Payload]:
-    """A1: ``num_a1_steps`` OST children; terminal steps are valued at creation (spec §6.2)."""
+def one_step_thoughts(node: ExpandableNode) -> list[Payload]:
+    """A1: ``num_a1_steps`` OST children; terminal steps are valued at creation (spec §6.2, §5.7)."""
     config = node.config
     if not config.enabled(ActionName.OST):
         return []
     generator = node.context.generator
-    children: list[Payload] = []
-    for text in generator.generate_ost_steps(node, config.num_a1_steps):
-        value = None
-        if reach_terminal_ost_step(text):
-            value = reward_for_grade(generator.grade_answer(node, text), config.wrong_answer_reward)
-        children.append(OstStep(text=text, value=value))
-    return children
+    texts = generator.generate_ost_steps(node, config.num_a1_steps)
+    terminal = [reach_terminal_ost_step(text) for text in texts]
+    if config.reward == "self_consistency":
+        keys = [
+            cast(SelfConsistencyGenerator, generator).answer_key(t) if end else None
+            for t, end in zip(texts, terminal, strict=True)
+        ]
+        # rStar: the share of this A1 call's outputs that end with the same answer (itself included).
+        values = [None if not end else (keys.count(key) / len(texts) if key is not None else 0.0)
+                  for end, key in zip(terminal, keys, strict=True)]  # fmt: skip
+    else:
+        values = [
+            reward_for_grade(generator.grade_answer(node, text), config.wrong_answer_reward) if end else None
+            for text, end in zip(texts, terminal, strict=True)
+        ]
+    return [OstStep(text=text, value=value) for text, value in zip(texts, values, strict=True)]
 
 
-def direct_answer(node: ReasoningNode) -> list[Payload]:
-    """A2/CRS: one DA child from ``num_direct_answer_samples`` completions, keeping the best (spec §5.7)."""
+def direct_answer(node: ExpandableNode) -> list[Payload]:
+    """A2/CRS: one DA child from ``num_direct_answer_samples`` completions (spec §5.7).
+
+    Gold reward: the best completion's reward ([FIX] S1). Self-consistency: the majority answer's share
+    of the samples, with the first completion of the majority as the node's text.
+    """
     config = node.config
     if not config.enabled(ActionName.DIRECT_ANSWER):
         return []
-    completions = node.context.generator.generate_direct_answers(node, config.num_direct_answer_samples)
+    generator = node.context.generator
+    completions = generator.generate_direct_answers(node, config.num_direct_answer_samples)
     if not completions:
         return []
+    if config.reward == "self_consistency":
+        keys = [cast(SelfConsistencyGenerator, generator).answer_key(c.text) for c in completions]
+        votes = Counter(key for key in keys if key is not None)
+        if not votes:
+            return [DirectAnswer(text=completions[0].text, value=0.0, sample_rewards=(0.0,) * len(completions))]
+        winner = max(votes, key=lambda key: (votes[key], -keys.index(key)))  # most votes, then first seen
+        share = votes[winner] / len(completions)
+        rewards = tuple(share if key == winner else 0.0 for key in keys)
+        return [DirectAnswer(text=completions[keys.index(winner)].text, value=share, sample_rewards=rewards)]
     rewards = tuple(reward_for_grade(c.grade, config.wrong_answer_reward) for c in completions)
     best = max(rewards)
     text = completions[rewards.index(best)].text  # first completion attaining the maximum
@@ -64,7 +87,7 @@ def direct_answer(node: ReasoningNode) -> list[Payload]:
     return [DirectAnswer(text=text, value=value, sample_rewards=rewards)]
 
 
-def query_generation(node: ReasoningNode) -> list[Payload]:
+def query_generation(node: ExpandableNode) -> list[Payload]:
     """QG: one child per parsed candidate theorem, while the path holds fewer than ``qg_limit`` QG steps."""
     config = node.config
     if not config.enabled(ActionName.QUERY_GENERATION) or node.qg_step_count >= config.qg_limit:
@@ -76,7 +99,7 @@ def query_generation(node: ReasoningNode) -> list[Payload]:
     ]
 
 
-def retrieval(node: ReasoningNode) -> list[Payload]:
+def retrieval(node: ExpandableNode) -> list[Payload]:
     """RT: retrieve for a QG node's query; keep, in rank order, theorems not yet on the path and judged relevant.
 
     The full outcome (every label, accepted or not) is stored on the QG node for the hard-negative log.
@@ -99,7 +122,7 @@ def retrieval(node: ReasoningNode) -> list[Payload]:
     return children
 
 
-def subquestions(node: ReasoningNode) -> list[Payload]:
+def subquestions(node: ExpandableNode) -> list[Payload]:
     """rStar A3 (off by default): ``num_subquestions`` SQ children."""
     config = node.config
     if not config.enabled(ActionName.SUBQUESTION):
@@ -116,14 +139,14 @@ def subquestions(node: ReasoningNode) -> list[Payload]:
     ]
 
 
-def rephrase(node: ReasoningNode) -> list[Payload]:
+def rephrase(node: ExpandableNode) -> list[Payload]:
     """rStar A5 (off by default): one RU child holding the rephrased question."""
     if not node.config.enabled(ActionName.REPHRASE):
         return []
     return [RephrasedQuestion(text=cast(RStarActionGenerator, node.context.generator).rephrase_question(node))]
 
 
-def plan_children(node: ReasoningNode) -> list[Payload]:
+def plan_children(node: ExpandableNode) -> list[Payload]:
     """Child payloads of a non-terminal node, in the order of spec §5.3 (gold-documents mode not supported)."""
     kind = node.kind
     if kind is NodeKind.USER_QUESTION:

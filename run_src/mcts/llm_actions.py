@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from models.answer_checking import grade, judge_equivalence
-from models.llm_client import LLMClient, SamplingParams
-from models.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
+from models.answers.checking import grade, judge_equivalence
+from models.llm.client import LLMClient, SamplingParams
+from models.llm.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
 from run_src.mcts.actions import (
     AnswerCompletion,
     AnswerGrade,
@@ -53,7 +53,7 @@ from run_src.mcts.parsing import (
 from run_src.mcts.partial_solution import retrieval_context_text, steps_text, subquestions_text
 
 if TYPE_CHECKING:
-    from models.retriever_client import RetrieverClient
+    from models.serving.retriever_client import RetrieverClient
     from run_src.mcts.nodes import ReasoningNode
 
 logger = logging.getLogger(__name__)
@@ -402,6 +402,10 @@ class LLMActions:
         return rephrased
 
     # --- rewards ------------------------------------------------------------------------------------------
+
+    def answer_key(self, text: str) -> str | None:
+        """The normalised final answer, for the self-consistency reward (the A3 votes use the same key)."""
+        return subanswer_key(text)
 
     def grade_answer(self, node: ReasoningNode, text: str) -> AnswerGrade:
         """Gold-answer grade (§10.5): no ``\\boxed{}`` → UNFORMATTED; then symbolic check, then the optional judge."""

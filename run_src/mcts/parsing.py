@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from models.answer_extraction import extract_boxed, normalize_answer
+from models.answers.extraction import extract_boxed, normalize_answer
 from run_src.mcts.actions import QueryCandidate, RelevanceLabel
 
 _BLOCK_HEADER = re.compile(r"^[ \t]*(?:\*\*)?Theorem[ \t]+\d+[ \t]*(?:\*\*)?[ \t]*:", re.IGNORECASE | re.MULTILINE)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.answer_extraction import extract_boxed
+from models.answers.extraction import extract_boxed
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def problems_from_items(items: Sequence[dict[str, Any]], dataset_name: str, sour
 
 def champ_items() -> list[dict[str, Any]]:
     """CHAMP's 270 problems as loader rows (``id``, ``problem``, ``gold_answer``, no worked solution)."""
-    from models.champ import load_champ
+    from models.embedded.champ import load_champ
 
     return [
         {"id": p.problem_id, "problem": p.text, "gold_answer": p.answer, "solution": None, "category": p.category}

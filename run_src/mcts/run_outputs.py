@@ -2,7 +2,7 @@
 
 Layout under ``<run_outputs_root>/<dataset>/<model>/<run_name>/``::
 
-    args.json                                   all flags + derived settings + prompt versions
+    args.json                                   the stage record: every flag, problem-set fingerprint, prompt versions
     run_summary.json                            counts, failures, LLM usage, wall time (rewritten at the end)
     answer_sheets/Question <idx> - Answer.json          written LAST: its presence = problem finished
     answer_sheets/Question <idx> - Final Solutions.json
@@ -15,7 +15,7 @@ Layout under ``<run_outputs_root>/<dataset>/<model>/<run_name>/``::
 ``<idx>`` is the global problem index zero-padded to a width fixed by the dataset size ([FIX] the
 reference's ``????`` glob missed indices ≥ 10000). Every file is written atomically, and per-problem
 files replace the reference's shared appends, so a killed run leaves no half-written or duplicated lines
-and a rerun simply skips problems whose answer sheet exists.
+and a rerun simply skips problems whose answer sheet exists (recognised by the dataset id it records).
 """
 
 from __future__ import annotations
@@ -30,38 +30,6 @@ from models.io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_
 from run_src.mcts.trace import json_safe
 
 ANSWER_SHEET_RE = re.compile(r"^Question (\d+) - Answer\.json$")
-# Settings that must not change when a run directory is resumed: they shape the trees already written.
-RESUME_KEYS = (
-    "dataset_name",
-    "model_ckpt",
-    "num_rollouts",
-    "max_depth_allowed",
-    "num_a1_steps",
-    "mcts_num_last_votes",
-    "qg_nodes",
-    "topk_rt",
-    "retriever",
-    "LLM_candidate_theorems",
-    "retrieval_selfreasoning",
-    "bool_goldanswer_reward",
-    "wrong_answer_reward",
-    "mcts_exploration_weight",
-    "mcts_weight_scheduler",
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "disable_a1",
-    "disable_a3",
-    "disable_a5",
-    "disable_a6",
-    "enable_a3",
-    "enable_a5",
-    "num_subquestions",
-    "num_votes",
-)
-
-
 def index_width(total_items: int) -> int:
     """Zero-padding width for problem indices: at least 4, enough for the largest index."""
     return max(4, len(str(max(total_items - 1, 0))))
@@ -106,29 +74,22 @@ class RunDirectory:
         for sub in ("answer_sheets", "hard_negatives", "retriever_scores", "errors"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
-    def finished_indices(self) -> set[int]:
-        """Indices whose answer sheet exists and parses (a torn file cannot exist: writes are atomic)."""
+    def finished_ids(self) -> set[str]:
+        """Dataset ids of the problems whose answer sheet exists (a torn file cannot exist: writes are atomic).
+
+        A finished problem is known by the id its sheet records, not by the index in its file name, so a
+        run directory never mistakes one problem for another.
+        """
         if not self.answer_sheets.is_dir():
             return set()
-        found: set[int] = set()
+        found: set[str] = set()
         for path in self.answer_sheets.iterdir():
-            match = ANSWER_SHEET_RE.match(path.name)
-            if match:
-                json.loads(path.read_text(encoding="utf-8"))  # a corrupt sheet is an error worth seeing
-                found.add(int(match.group(1)))
+            if ANSWER_SHEET_RE.match(path.name):
+                try:
+                    found.add(str(json.loads(path.read_text(encoding="utf-8"))["source_id"]))
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"answer sheet {path} is unreadable ({err}); move it aside to search again") from err
         return found
-
-
-def check_resumable(args_path: Path, new_args: dict[str, Any]) -> None:
-    """Refuse to resume a run whose search settings differ; names every differing flag."""
-    old = json.loads(args_path.read_text(encoding="utf-8"))
-    changed = [key for key in RESUME_KEYS if key in old and old.get(key) != new_args.get(key)]
-    if changed:
-        details = ", ".join(f"--{k}: {old.get(k)!r} → {new_args.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{args_path.parent} was started with different settings ({details}); use a new --run_name "
-            "or the original flags"
-        )
 
 
 @dataclass

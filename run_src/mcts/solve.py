@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from models.answer_checking import grade
+from models.answers.checking import grade
 from run_src.mcts.llm_actions import ActionResources, LLMActions
 from run_src.mcts.nodes import (
     DirectAnswer,
@@ -43,6 +43,7 @@ class SearchSettings:
     num_rollouts: int = 16
     exploration_weight: float = 2.0
     weight_scheduler: WeightScheduler = "const"
+    discount: float = 1.0  # --mcts_discount_factor: 1.0 = undiscounted, as the paper
     seed: int = 42
     save_tree: bool = False
     expansion: ExpansionConfig = field(default_factory=ExpansionConfig)
@@ -73,6 +74,7 @@ def solve_problem(
         settings.exploration_weight,
         settings.weight_scheduler,
         settings.num_rollouts,
+        discount=settings.discount,
         rng=problem_rng(settings.seed, problem.source_id),
     )
     last_nodes: list[ReasoningNode] = []

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import mean
 from typing import Any
 
-from models.corpus import Corpus
+from models.retrieval.corpus import Corpus
 from run_src.query_synthesis.llm_queries import clean_theorem_text
 from run_src.query_synthesis.negatives import backfill, lexical_negatives
 from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, normalize_query, ordered_union, word_count

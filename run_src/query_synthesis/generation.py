@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from models.io_utils import append_jsonl
-from models.llm_client import LLMClient, LLMServiceError, SamplingParams
+from models.llm.client import LLMClient, LLMServiceError, SamplingParams
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Retrieval for lexical queries (spec ``specs/training.md`` §4.4 L3): the BM25 round trip and the
 candidate negatives.
 
-For each generated lexical query, BM25 (BRIGHT's, :mod:`models.bm25`, over the same corpus the MCTS searched)
+For each generated lexical query, BM25 (BRIGHT's, :mod:`models.retrieval.bm25`, over the same corpus the MCTS searched)
 returns its top ``depth`` documents. The positive's 1-based rank among them is stored; the assembly step keeps
 the query only when that rank is within the top 20 (round-trip consistency, Promptagator-style) and samples
 negatives from ranks 31–50. Documents with a BM25 score of 0 share no term with the query: they are not
@@ -9,7 +9,7 @@ negatives from ranks 31–50. Documents with a BM25 score of 0 share no term wit
 them in corpus order, and a theorem early in the corpus would pass the filter by accident).
 
 The optional dense retriever gives the top ``k`` candidates (RepLLaMA in the paper): a retriever server
-(``models/retriever_client.py``) or an in-process dense retriever (``models/retrievers.py``).
+(``models/serving/retriever_client.py``) or an in-process dense retriever (``models/retrieval/retrievers.py``).
 
 Retrieval is recomputed on every run (it is deterministic and cheap next to the LLM calls).
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from models.corpus import Corpus
-from models.retrievers import BM25Retriever
+from models.retrieval.corpus import Corpus
+from models.retrieval.encoder_flags import EncoderFlags
+from models.retrieval.retrievers import BM25Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def lexical_retrieval(
 
 def server_dense_search(url: str, timeout_s: float = 120.0) -> DenseSearch:
     """Dense candidates from a retriever server (``GET /health`` is checked now, before any LLM work)."""
-    from models.retriever_client import RetrieverClient
+    from models.serving.retriever_client import RetrieverClient
 
     client = RetrieverClient(url, timeout_s=timeout_s)
     health = client.health()
@@ -99,26 +100,16 @@ def server_dense_search(url: str, timeout_s: float = 120.0) -> DenseSearch:
     return search
 
 
-def local_dense_search(
-    corpus: Corpus,
-    model: str,
-    *,
-    text_format: str,
-    pooling: str,
-    cache_root: str,
-    model_name: str,
-    batch_size: int,
-) -> DenseSearch:
+def local_dense_search(corpus: Corpus, flags: EncoderFlags, cache_root: str) -> DenseSearch:
     """Dense candidates from an in-process encoder over ``corpus`` (document embeddings cached under
-    ``cache_root`` as for every other stage)."""
-    from models.encoder_presets import default_model_name, encoder_config_from_flags
-    from models.encoders import build_encoder
-    from models.retrievers import DenseRetriever
+    ``cache_root`` by the one naming rule, so stage 1's cache for the same flags is reused)."""
+    from models.retrieval.encoder_flags import doc_cache_name
+    from models.retrieval.encoders import build_encoder
+    from models.retrieval.retrievers import DenseRetriever
 
-    encoder = build_encoder(encoder_config_from_flags(model, text_format, pooling, batch_size=batch_size))
-    retriever = DenseRetriever.from_cache(
-        encoder, corpus, cache_root, model_name or default_model_name(model, text_format), show_progress=False
-    )
+    config = flags.encoder_config()
+    encoder = build_encoder(config)
+    retriever = DenseRetriever.from_cache(encoder, corpus, cache_root, doc_cache_name(config), show_progress=False)
 
     def search(queries: Sequence[str], k: int) -> list[list[str]]:
         return [[doc_id for doc_id, _ in ranked] for ranked in retriever.search_batch(list(queries), k)]

@@ -1,7 +1,7 @@
 """Prompts and reply parsing for the LLM-written queries: q_llmq (spec §4.3) and q_lexical (§4.4).
 
 Prompts are ``prompts/q_llmq.txt`` (placeholders ``question``, ``partial_solution``, ``theorem``) and
-``prompts/q_lexical.txt`` (``theorem``), loaded with :func:`models.prompt_templates.load_prompt`; the file
+``prompts/q_lexical.txt`` (``theorem``), loaded with :func:`models.llm.prompt_templates.load_prompt`; the file
 hash is the prompt version recorded on every generated record.
 
 A reply is parsed by :func:`parse_query_reply`, which tolerates format drift: the last ``Query:`` line
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
+from models.llm.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
 from run_src.query_synthesis.records import normalize_query
 
 LLMQ_PLACEHOLDERS = frozenset({"question", "partial_solution", "theorem"})

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.answer_extraction import extract_boxed
+from models.answers.extraction import extract_boxed
 from models.io_utils import read_jsonl_numbered
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def read_run_info(run_dir: str | Path, corpus_source: str | None = None, corpus_
         raise RunFormatError(f"{args_path} is not valid JSON: {err}") from err
     if not isinstance(args, dict):
         raise RunFormatError(f"{args_path} must hold a JSON object of the runner's flags")
+    if isinstance(args.get("settings"), dict):  # the runner's stage record: its flags and derived settings
+        args = {**args["settings"], **args.get("derived", {})}
     if not (root / "answer_sheets").is_dir():
         raise RunFormatError(f"{root} has no answer_sheets/ directory; the run has not produced any problem yet")
     dataset = args.get("dataset_name")

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.corpus import Corpus
-from models.llm_client import SamplingParams
+from models.llm.client import SamplingParams
+from models.retrieval.corpus import Corpus
 from run_src.query_synthesis.generation import GenerationOutcome, GenerationRequest, request_seed
 from run_src.query_synthesis.lexical import LexicalRetrieval
 from run_src.query_synthesis.llm_queries import (

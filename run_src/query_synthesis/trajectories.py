@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models.answer_checking import DEFAULT_TIMEOUT_S, SymbolicChecker, grade
+from models.answers.checking import DEFAULT_TIMEOUT_S, SymbolicChecker, grade
 from run_src.query_synthesis.negatives import NEGATIVE_SCOPES, JudgmentIndex, reasoning_negatives
 from run_src.query_synthesis.records import ordered_union
 from run_src.query_synthesis.run_reader import ProblemRun, Trajectory
@@ -114,7 +114,7 @@ def terminal_entry(trajectory: Trajectory) -> tuple[str, Any] | None:
 
 
 class AnswerGrader:
-    """Our grader (:func:`models.answer_checking.grade`, boxed answer required) with a verdict cache and a
+    """Our grader (:func:`models.answers.checking.grade`, boxed answer required) with a verdict cache and a
     pool of symbolic worker processes, shared by all problems of a stage run."""
 
     def __init__(self, num_workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from models import assets
-from models.assets import MARKER_NAME, marker_problem, prepare_folder
+from models.embedded import assets
+from models.embedded.assets import MARKER_NAME, marker_problem, prepare_folder
 
 # --------------------------------------------------------------------------- prepare_folder (fast)
 
@@ -112,7 +112,7 @@ def test_damaged_folder_is_rebuilt_with_a_warning(
         source.write_bytes(b"GGUF other weights")
     elif damage == "bump_builder":
         version = 2
-    with caplog.at_level(logging.WARNING, logger="models.assets"):
+    with caplog.at_level(logging.WARNING, logger="models.embedded.assets"):
         prepare_folder(target, "thing", source, build, builder_version=version)
     assert build.calls == 2
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
@@ -264,7 +264,7 @@ def test_corrupt_marker_rebuilds_the_real_folder(
                 shutil.copy2(path, out_dir / path.name)
 
     monkeypatch.setattr(assets, "convert_smollm2_gguf", fake_convert)
-    with caplog.at_level(logging.WARNING, logger="models.assets"):
+    with caplog.at_level(logging.WARNING, logger="models.embedded.assets"):
         assets.prepare_smollm2(copy_assets)
     assert calls == [assets.smollm2_gguf_path()]
     assert any("rebuilding" in r.getMessage() and "modified" in r.getMessage() for r in caplog.records)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.corpus import load_corpus
+from models.retrieval.corpus import load_corpus
 from run_src import encode_corpus
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 CACHE_FILES = ("embeddings.npy", "ids.json", "meta.json", "encode_config.json")
 REAL_BUILD_ENCODER = encode_corpus.build_encoder  # before any test patches it
@@ -37,12 +37,33 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 def _argv(model: Path, cache_root: Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--split", "champ", "--source", "hf", "--text_format", "plain",
-            "--pooling", "mean", "--cache_root", str(cache_root), "--batch_size", "16", "--quiet", *extra]
+    return [
+        "--model_path",
+        str(model),
+        "--split",
+        "champ",
+        "--source",
+        "hf",
+        "--text_format",
+        "plain",
+        "--pooling",
+        "mean",
+        "--cache_root",
+        str(cache_root),
+        "--encode_batch_size",
+        "16",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _cache(cache_root: Path, model: Path) -> Path:
-    return cache_root / "doc_emb" / f"{model.name}-plain" / "champ"
+    """The cache directory the one naming rule gives MiniLM with plain text and mean pooling."""
+    from models.retrieval.encoder_flags import EncoderFlags, doc_cache_name
+
+    name = doc_cache_name(EncoderFlags(model_path=str(model), pooling="mean", text_format="plain").encoder_config())
+    assert name.startswith(f"{model.name}-plain-")
+    return cache_root / "doc_emb" / name / "champ"
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
@@ -106,8 +127,13 @@ def clean_build(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return root, out.getvalue()
 
 
-def test_build_then_reuse(minilm_dir: Path, champ_mirror: Path, clean_build: tuple[Path, str],
-                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_then_reuse(
+    minilm_dir: Path,
+    champ_mirror: Path,
+    clean_build: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     root, stdout = clean_build
     directory = _cache(root, minilm_dir)
     embeddings = np.load(directory / "embeddings.npy")
@@ -117,8 +143,9 @@ def test_build_then_reuse(minilm_dir: Path, champ_mirror: Path, clean_build: tup
     meta = json.loads((directory / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["n_docs"] == 89 and meta["pooling"] == "mean"
     recorded = json.loads((directory / "encode_config.json").read_text())
-    assert recorded["config"]["pooling"] == "mean" and recorded["config"]["splits"] == ["champ"]
-    assert recorded["n_docs"] == 89 and recorded["dim"] == 384 and recorded["corpus_name"] == "champ"
+    assert recorded["settings"]["pooling"] == "mean" and recorded["settings"]["split"] == "champ"
+    derived = recorded["derived"]
+    assert derived["n_docs"] == 89 and derived["dim"] == 384 and derived["corpus_name"] == "champ"
     assert not list(directory.glob("part-*.npy"))
     assert "champ: built 89 docs, dim 384" in stdout
 
@@ -132,9 +159,27 @@ def test_build_then_reuse(minilm_dir: Path, champ_mirror: Path, clean_build: tup
     assert "champ: reused 89 docs" in capsys.readouterr().out
 
 
-def test_killed_build_resumes_to_the_clean_result(minilm_dir: Path, clean_build: tuple[Path, str], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_caches_are_content_addressed(minilm_dir: Path, clean_build: tuple[Path, str],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A determining setting (the document length) gets a cache of its own beside the first; an informational
+    one (the batch size) reuses it."""
+    root, _ = clean_build
+    first = _cache(root, minilm_dir)
+    before = _snapshot(first)
+    assert encode_corpus.main(_argv(minilm_dir, root, "--encode_batch_size", "4")) == 0
+    assert "champ: reused 89 docs" in capsys.readouterr().out and _snapshot(first) == before
+    assert encode_corpus.main(_argv(minilm_dir, root, "--doc_max_len", "32")) == 0
+    caches = sorted(p.parent.parent.name for p in (root / "doc_emb").glob("*/champ/meta.json"))
+    assert len(caches) == 2 and first.parent.name in caches and _snapshot(first) == before
+
+
+def test_killed_build_resumes_to_the_clean_result(
+    minilm_dir: Path,
+    clean_build: tuple[Path, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     killed_root = tmp_path / "killed"
     _wrap_encoder(monkeypatch, fail_on_call=2)  # the first 30-document shard is written, then the kill
     with pytest.raises(SimulatedKill):
@@ -150,7 +195,7 @@ def test_killed_build_resumes_to_the_clean_result(minilm_dir: Path, clean_build:
     assert built[0].calls == 2
     assert "champ: resumed 89 docs" in capsys.readouterr().out
     assert not list(directory.glob("part-*.npy"))
-    assert json.loads((directory / "encode_config.json").read_text())["cache_shard_size"] == 30
+    assert json.loads((directory / "encode_config.json").read_text())["derived"]["cache_shard_size"] == 30
 
     clean = _cache(clean_build[0], minilm_dir)
     # Shards change which texts share a padded batch, so equality is up to float rounding.
@@ -172,10 +217,58 @@ def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path:
         "MKL_NUM_THREADS": "1",
     }
     env.pop("BRIGHT_DIR", None)
-    done = subprocess.run(["bash", str(REPO_ROOT / "scripts/01_doc_embeddings.sh"), str(minilm_dir), "champ"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/01_doc_embeddings.sh"), str(minilm_dir), "champ"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "champ: built 89 docs, dim 384" in done.stdout
     directory = _cache(tmp_path / "cache", minilm_dir)
     assert np.load(directory / "embeddings.npy").shape == (89, 384)
-    assert json.loads((directory / "encode_config.json").read_text())["config"]["text_format"] == "plain"
+    assert json.loads((directory / "encode_config.json").read_text())["settings"]["text_format"] == "plain"
+
+
+def test_stage_6_and_the_dense_server_reuse_the_cache_stage_1_wrote(
+    minilm_dir: Path, champ_mirror: Path, tmp_path: Path
+) -> None:
+    """One cache-naming rule: scripts/01 writes it, scripts/06 and a retriever server read it, nothing re-encodes."""
+    env = {
+        **os.environ,
+        "RADER_ENV_FILE": str(tmp_path / "no.env"),
+        "BRIGHT_DIR": str(champ_mirror),
+        "BRIGHT_CACHE_DIR": str(tmp_path / "cache"),
+        "TEXT_FORMAT": "plain",
+        "POOLING": "mean",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "SERVER_RUN_DIR": str(tmp_path / "servers"),
+    }
+    stage1 = subprocess.run(["bash", str(REPO_ROOT / "scripts/01_doc_embeddings.sh"), str(minilm_dir), "champ"],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    directory = _cache(tmp_path / "cache", minilm_dir)
+    stamp = (directory / "embeddings.npy").stat().st_mtime_ns
+
+    eval_env = {**env, "TASKS": "champ", "QUERY_TYPES": "original", "OUTPUT_DIR": str(tmp_path / "bright")}
+    stage6 = subprocess.run(["bash", str(REPO_ROOT / "scripts/06_eval.sh"), "minilm"], env=eval_env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert stage6.returncode == 0, stage6.stderr[-3000:]
+    assert f"reusing document embeddings {directory} (89 docs" in stage6.stderr
+    assert "doc embeddings" not in stage6.stderr  # no encoding progress bar: 0 documents encoded
+    assert (directory / "embeddings.npy").stat().st_mtime_ns == stamp
+    assert (tmp_path / "bright" / "minilm" / "original" / "champ" / "results.json").is_file()
+
+    port = free_port()
+    spec = f"rader={minilm_dir},{port},--text_format,plain,--pooling,mean"  # no --encode_missing: the cache must exist
+    up = subprocess.run(["bash", str(REPO_ROOT / "servers/up.sh"), "--timeout", "300", spec], env={**env, "RADER_CORPUS": "champ"},
+                        capture_output=True, text=True)  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        log = (tmp_path / "servers" / "rader.log").read_text()
+        assert f"serving the stage-1 cache {directory}" in log and "doc embeddings" not in log
+        assert (directory / "embeddings.npy").stat().st_mtime_ns == stamp
+    finally:
+        subprocess.run(["bash", str(REPO_ROOT / "servers/down.sh"), "--run-dir", str(tmp_path / "servers")], env=env)

@@ -21,11 +21,11 @@ import httpx
 import numpy as np
 import pytest
 
-from models.corpus import Corpus
-from models.dense_search import DenseIndex, faiss_available, to_run
-from models.embedding_cache import build_or_load_doc_embeddings, cache_dir, load_doc_embeddings
-from models.encoders import EncoderConfig, EncoderServiceError, TransformersEncoder, build_encoder
-from models.text_formats import PLAIN, RADER, format_document, format_query
+from models.retrieval.corpus import Corpus
+from models.retrieval.dense_search import DenseIndex, faiss_available, to_run
+from models.retrieval.embedding_cache import build_or_load_doc_embeddings, cache_dir, load_doc_embeddings
+from models.retrieval.encoders import EncoderConfig, EncoderServiceError, TransformersEncoder, build_encoder
+from models.retrieval.text_formats import PLAIN, RADER, format_document, format_query
 from tests.conftest import REPO_ROOT
 
 DOCS = [

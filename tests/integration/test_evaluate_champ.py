@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from models.metrics import metric_keys
-from models.text_formats import instruction_for
+from models.evaluation.metrics import metric_keys
+from models.retrieval.text_formats import instruction_for
 from run_src import evaluate_bright
 
 N_QUERIES, N_DOCS = 223, 89
@@ -39,7 +39,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def evaluate(champ_mirror: Path, dirs: tuple[Path, Path], model: str, *extra: str) -> tuple[Path, dict]:
     out, cache = dirs
     argv = ["--task", "champ", "--model", model, "--bright_dir", str(champ_mirror), "--output_dir", str(out),
-            "--cache_dir", str(cache), *extra]  # fmt: skip
+            "--cache_root", str(cache), *extra]  # fmt: skip
     assert evaluate_bright.main(argv) == 0
     config = evaluate_bright.parse_config(argv)
     run_dir = config.run_dir
@@ -56,7 +56,7 @@ def evaluate(champ_mirror: Path, dirs: tuple[Path, Path], model: str, *extra: st
         values = list(ranking.values())
         assert values == sorted(values, reverse=True)
     assert results["NDCG@10"] == round(sum(q["NDCG@10"] for q in per_query.values()) / N_QUERIES, 5)
-    assert json.loads((run_dir / "config.json").read_text())["model_name"] == config.model_name
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["model_name"] == config.model_name
     print(
         f"\nCHAMP {config.model_name}: NDCG@10 {results['NDCG@10']:.5f} Recall@10 {results['Recall@10']:.5f} "
         f"MRR {results['MRR']:.5f}"
@@ -73,7 +73,8 @@ def test_bm25_on_champ(champ_mirror: Path, dirs: tuple[Path, Path]) -> None:
 def test_minilm_on_champ_and_its_bm25_hybrid(champ_mirror: Path, dirs: tuple[Path, Path]) -> None:
     run_dir, results = evaluate(champ_mirror, dirs, "minilm", "--encode_batch_size", "16")
     assert results["NDCG@10"] > 0.2 and results["Recall@10"] > 0.3
-    config = json.loads((run_dir / "config.json").read_text())
+    record = json.loads((run_dir / "config.json").read_text())
+    config = {**record["settings"], "derived": record["derived"]}
     assert (config["pooling"], config["text_format"], config["derived"]["query_instruction_text"]) == (
         "mean",
         "plain",
@@ -103,7 +104,8 @@ def test_smollm2_rader_style_on_champ(champ_mirror: Path, dirs: tuple[Path, Path
         champ_mirror, dirs, "rader", "--model_path", str(smollm2_dir), "--model_name", "smollm2",
         "--encode_batch_size", "4",
     )  # fmt: skip
-    config = json.loads((run_dir / "config.json").read_text())
+    record = json.loads((run_dir / "config.json").read_text())
+    config = {**record["settings"], "derived": record["derived"]}
     assert (config["pooling"], config["text_format"], config["instruction_task"]) == (
         "eos",
         "rader",

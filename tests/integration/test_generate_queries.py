@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from models.io_utils import read_jsonl
+from models.stage import EXIT_PARTIAL as EXIT_LLM_FAILURES
 from run_src.build_training_data import main as build_main
-from run_src.generate_queries import EXIT_LLM_FAILURES
 from run_src.generate_queries import main as generate_main
 from tests.conftest import REPO_ROOT, RunningServer
 from tests.fakes import FakeGeneratorServer
@@ -122,7 +122,7 @@ def workspace(tmp_path: Path) -> dict[str, Path]:
 def argv(ws: dict[str, Path], out: Path, base_url: str, *extra: str) -> list[str]:
     return [
         "--run_dirs", str(ws["run"]), "--output_dir", str(out), "--model", "fake-model", "--base_url", base_url,
-        "--bm25_cache_root", str(ws["tmp"] / "bm25"), "--no_dense_negatives", "--max_retries", "0",
+        "--cache_root", str(ws["tmp"] / "cache"), "--no_dense_negatives", "--max_retries", "0",
         "--timeout_s", "20", "--quiet", *extra,
     ]  # fmt: skip
 
@@ -233,9 +233,9 @@ def test_real_smollm2_generation_and_minilm_negatives(
     out, again = workspace["tmp"] / "queries", workspace["tmp"] / "again"
     common = [
         "--run_dirs", str(workspace["run"]), "--model", generator_server.model,
-        "--base_url", generator_server.base_url, "--bm25_cache_root", str(workspace["tmp"] / "bm25"),
-        "--dense_model", str(minilm_dir), "--dense_text_format", "plain", "--dense_k", "3",
-        "--dense_cache_root", str(workspace["tmp"] / "emb"), "--query_types", "llmq", "lexical",
+        "--base_url", generator_server.base_url, "--cache_root", str(workspace["tmp"] / "cache"),
+        "--dense_model_path", str(minilm_dir), "--dense_text_format", "plain", "--dense_k", "3",
+        "--query_types", "llmq", "lexical",
         "--llmq_max_tokens", "96", "--lexical_max_tokens", "48", "--seed", "7", "--max_concurrency", "1", "--quiet",
     ]  # fmt: skip
     assert generate_main([*common, "--output_dir", str(out)]) == 0
@@ -246,7 +246,7 @@ def test_real_smollm2_generation_and_minilm_negatives(
         generation = record["generation"]
         assert record["status"] in GENERATED_STATUSES - {"llm_error"}
         assert generation["model"] == generator_server.model and generation["text"]
-        assert generation["prompt"] == config["prompts"][record["query_type"]]
+        assert generation["prompt"] == config["identity"]["prompts"][record["query_type"]]
         assert isinstance(generation["params"]["seed"], int)
     for record in lexical:
         if record["status"] == "ok":
@@ -312,9 +312,9 @@ def test_contract_with_the_mcts_runner(tmp_path: Path, champ_mirror: Path) -> No
 
     import uvicorn
 
-    from models.corpus import load_corpus, load_examples
-    from models.retrievers import BM25Retriever
-    from models.server_apps.retriever_app import create_app
+    from models.retrieval.corpus import load_corpus, load_examples
+    from models.retrieval.retrievers import BM25Retriever
+    from models.serving.retriever_app import create_app
     from run_src.run_parallel_workers import main as mcts_main
 
     corpus = load_corpus(champ_mirror, "champ")
@@ -341,7 +341,7 @@ def test_contract_with_the_mcts_runner(tmp_path: Path, champ_mirror: Path) -> No
             out = tmp_path / "queries"
             gq_argv = [
                 "--run_dirs", str(run_dir), "--output_dir", str(out), "--model", "fake-model",
-                "--base_url", generator.base_url, "--bm25_cache_root", str(tmp_path / "bm25"),
+                "--base_url", generator.base_url, "--cache_root", str(tmp_path / "cache"),
                 "--no_dense_negatives", "--trajectory_filter", "all", "--quiet",
             ]  # fmt: skip
             assert generate_main(gq_argv) == 0

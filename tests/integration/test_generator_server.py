@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.llm_client import LLMClientConfig, SamplingParams, build_llm_client
+from models.llm.client import LLMClientConfig, SamplingParams
+from models.llm.factory import build_llm_client
 from tests.conftest import REPO_ROOT, RunningServer, free_port
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.llm_client import LLMClient, LLMClientConfig, SamplingParams, build_llm_client
+from models.llm.client import LLMClient, LLMClientConfig, SamplingParams
+from models.llm.factory import build_llm_client
 
 COUNTING = [{"role": "user", "content": "List the numbers from 1 to 10, separated by commas."}]
 

@@ -3,7 +3,7 @@
 ``tests/resources/rarb_mini`` holds RARbMath as BEIR files (7 judged problems + one unjudged, 19 answers
 with near-miss distractors) and RARbCode as a copy of the Hub repo layout (6 problems, 18 solutions).
 all-MiniLM-L6-v2 is evaluated by mteb; its saved top-1000 run is then scored again with our
-:func:`models.metrics.evaluate_run` (same nDCG@10), and rebuilt from scratch with our own encoder and
+:func:`models.evaluation.metrics.evaluate_run` (same nDCG@10), and rebuilt from scratch with our own encoder and
 exact search (same ranking), which pins what the wrapper feeds the model: the task's own instruction
 and a space before each query, documents as they are.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.evaluation import rarb_data
+from models.evaluation.metrics import evaluate_run, read_run
 from models.io_utils import read_jsonl
-from models.metrics import evaluate_run, read_run
 from run_src import evaluate_rarb
 from tests.conftest import REPO_ROOT
 
@@ -42,7 +43,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pat
 
 def fixture_data(task: str) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """Queries, corpus and qrels of a fixture task, read without mteb."""
-    split = evaluate_rarb.load_local_split(FIXTURE / task)
+    split = rarb_data.load_local_split(FIXTURE / task)
     queries = dict(zip(split["queries"]["id"], split["queries"]["text"], strict=True))
     corpus = dict(zip(split["corpus"]["id"], split["corpus"]["text"], strict=True))
     return queries, corpus, split["relevant_docs"]
@@ -63,7 +64,7 @@ def test_mteb_scores_match_our_metrics_and_our_own_retrieval(evaluated: Path, ta
     config = json.loads((evaluated / task / "config.json").read_text())
     assert list(results)[:2] == ["ndcg_at_10", "main_score"] and results["main_score"] == results["ndcg_at_10"]
     assert config["derived"]["query_instruction_text"] == INSTRUCTIONS[task] + " "
-    assert config["instruction_template"] == "{instruction} " and config["text_format"] == "plain"
+    assert config["settings"]["instruction_template"] == "{instruction} " and config["settings"]["text_format"] == "plain"
 
     queries, corpus, qrels = fixture_data(task)
     predictions = read_run(evaluated / task / "predictions.json")
@@ -74,7 +75,7 @@ def test_mteb_scores_match_our_metrics_and_our_own_retrieval(evaluated: Path, ta
     assert ours["MRR"] == pytest.approx(results["mrr_at_1000"], abs=1e-5)
 
     # The same run without mteb: our encoder, the instruction + " " before each query, exact cosine.
-    from models.encoders import EncoderConfig, build_encoder
+    from models.retrieval.encoders import EncoderConfig, build_encoder
 
     encoder = build_encoder(EncoderConfig(str(minilm_dir), pooling="mean", batch_size=16))
     qids, doc_ids = list(queries), list(corpus)
@@ -103,10 +104,12 @@ def test_summary_and_resume(evaluated: Path, minilm_dir: Path) -> None:
 
 
 def test_instruction_templates(minilm_dir: Path) -> None:
-    from models.mteb_wrapper import INSTRUCT_QUERY_TEMPLATE, default_instruction_template
+    from models.evaluation.mteb_wrapper import INSTRUCT_QUERY_TEMPLATE, default_instruction_template
 
     rader = evaluate_rarb.parse_config(["--model", "rader", "--model_path", "/m/rader", "--output_dir", "o"])
-    assert (rader.text_format, rader.pooling, rader.instruction_template) == ("rader", "eos", INSTRUCT_QUERY_TEMPLATE)
+    assert (rader.encoder.text_format, rader.encoder.pooling, rader.instruction_template) == (
+        "rader", "eos", INSTRUCT_QUERY_TEMPLATE
+    )  # fmt: skip
     assert INSTRUCT_QUERY_TEMPLATE.format(instruction=INSTRUCTIONS["RARbMath"]) == (
         "Instruct: Retrieve the answer for the following math problem.\nQuery: "
     )
@@ -116,3 +119,13 @@ def test_instruction_templates(minilm_dir: Path) -> None:
     assert bare.instruction_template is None and bare.tasks == ("RARbCode",)
     with pytest.raises(SystemExit):
         evaluate_rarb.parse_config(["--model", "minilm", "--output_dir", "o", "--instruction_template", "Q: "])
+
+
+def test_a_rerun_reuses_results_and_refuses_other_settings(evaluated: Path, minilm_dir: Path) -> None:
+    out = evaluated.parent
+    argv = ["--model", "minilm", "--model_path", str(minilm_dir), "--data_dir", str(FIXTURE), "--output_dir", str(out),
+            "--tasks", "RARbMath"]  # fmt: skip
+    stamp = (evaluated / "RARbMath" / "results.json").stat().st_mtime_ns
+    assert evaluate_rarb.main([*argv, "--encode_batch_size", "4"]) == 0  # informational: reused
+    assert (evaluated / "RARbMath" / "results.json").stat().st_mtime_ns == stamp
+    assert evaluate_rarb.main([*argv, "--instruction_template", "none"]) == 2

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from models.metrics import metric_keys
+from models.evaluation.metrics import metric_keys
 from run_src import evaluate_bright, rerank
 from tests.conftest import RunningServer
 
@@ -34,7 +34,7 @@ def first_stage(champ_mirror: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """BM25's CHAMP run cut to N_QUERIES problems with a gold concept in the top 10 (a run file)."""
     root = tmp_path_factory.mktemp("rerank_champ")
     argv = ["--task", "champ", "--model", "bm25", "--bright_dir", str(champ_mirror), "--output_dir",
-            str(root / "out"), "--cache_dir", str(root / "cache")]  # fmt: skip
+            str(root / "out"), "--cache_root", str(root / "cache")]  # fmt: skip
     assert evaluate_bright.main(argv) == 0
     run_dir = root / "out" / "bm25" / "original" / "champ"
     scores, per_query = (json.loads((run_dir / name).read_text()) for name in ("score.json", "per_query.json"))
@@ -98,7 +98,7 @@ def test_llm_rerank_with_smollm2_on_vllm(
 
 
 def test_pointwise_rerank_cli(smollm2_dir: Path, champ_mirror: Path, first_stage: Path, tmp_path: Path) -> None:
-    from models.pointwise_reranker import LoraSettings, PointwiseReranker, RerankerFormat
+    from models.reranking.pointwise import LoraSettings, PointwiseReranker, RerankerFormat
 
     model = PointwiseReranker.from_backbone(
         str(smollm2_dir), fmt=RerankerFormat(max_len=64), lora=LoraSettings(r=4), seed=0
@@ -109,12 +109,12 @@ def test_pointwise_rerank_cli(smollm2_dir: Path, champ_mirror: Path, first_stage
     assert rerank.main(argv) == 0
     run_dir = first_stage.parent / "out" / "bm25+pointwise-smollm2_reranker" / "original" / "champ"
     results, before, config = check_run(run_dir, n_queries=3)  # 135M on one CPU thread: ~1 s per pair
-    assert config["rerank_weight"] == 1.0 and config["derived"]["reranker"]["backbone_format"] == "lora"
+    assert config["settings"]["rerank_weight"] == 1.0 and config["derived"]["reranker"]["backbone_format"] == "lora"
     final = json.loads((run_dir / "score.json").read_text())
     assert final == json.loads((run_dir / "rerank_scores.json").read_text())  # ranked by the logit alone
 
     # The stage's scores are the model's: recompute one query by hand.
-    from models.corpus import load_corpus, load_examples
+    from models.retrieval.corpus import load_corpus, load_examples
 
     qid = next(iter(final))
     query = next(e.query for e in load_examples(str(champ_mirror), "champ") if e.query_id == qid)

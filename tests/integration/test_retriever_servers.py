@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.corpus import load_corpus
-from models.retriever_client import RetrieverClient, RetrieverServiceError
+from models.retrieval.corpus import load_corpus
+from models.serving.retriever_client import RetrieverClient, RetrieverServiceError
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -33,8 +33,9 @@ def running(smollm2_dir: Path, champ_mirror: Path, tmp_path_factory: pytest.Temp
         "RADER_CORPUS": "champ",
         "REPLLAMA_CORPUS": "champ",
     }
-    specs = [f"bm25=champ,{ports['bm25']}", f"rader={smollm2_dir},{ports['rader']}",
-             f"repllama={smollm2_dir},{ports['repllama']}"]
+    # No stage-1 cache exists here, so the dense servers are asked to encode the corpus at start-up.
+    specs = [f"bm25=champ,{ports['bm25']}", f"rader={smollm2_dir},{ports['rader']},--encode_missing",
+             f"repllama={smollm2_dir},{ports['repllama']},--encode_missing"]
     up = subprocess.run(["bash", str(REPO_ROOT / "servers/up.sh"), "--timeout", "600", *specs],
                         env=env, capture_output=True, text=True)
     if up.returncode != 0:

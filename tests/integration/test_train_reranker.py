@@ -1,6 +1,6 @@
 """Reranker training end to end on CPU: ``python -m run_src.train_reranker`` on a CHAMP-derived Tevatron set.
 
-The training set is a seeded 24-problem subset of the CHAMP split of models/contrastive/champ_training.py
+The training set is a seeded 24-problem subset of the CHAMP split of models/embedded/champ_training.py
 (problem -> linked concepts positive, same-category concepts negative). The plumbing runs on the tiny random
 Qwen2 of tests/conftest.py (seconds per run): the full-backbone run must learn (probe loss and top-1 accuracy
 on fixed training groups), its output directory must give the trained model's scores through
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.contrastive.champ_training import write_champ_training_set
+from models.embedded.champ_training import write_champ_training_set
 from models.io_utils import atomic_write_jsonl, read_jsonl
-from models.pointwise_reranker import HEAD_WEIGHTS_NAME, RERANKER_CONFIG_NAME, PointwiseReranker, RerankerFormat
+from models.reranking.pointwise import HEAD_WEIGHTS_NAME, RERANKER_CONFIG_NAME, PointwiseReranker, RerankerFormat
 from tests.conftest import REPO_ROOT, free_port
 
 GROUP = 4
@@ -75,9 +75,9 @@ def trained(tiny_qwen: Path, champ_subset: Path, tmp_path_factory: pytest.TempPa
 
 def _probe(model: PointwiseReranker, data: Path, group_size: int = GROUP) -> tuple[float, float]:
     """Grouped CE and top-1 accuracy on every training problem's epoch-0 group, eval mode."""
-    from models.contrastive.arguments import RerankerDataArguments
-    from models.contrastive.dataset import RerankerTrainDataset, load_train_records
-    from models.contrastive.loss import grouped_ce_loss
+    from models.training.arguments import RerankerDataArguments
+    from models.training.dataset import RerankerTrainDataset, load_train_records
+    from models.training.loss import grouped_ce_loss
 
     args = RerankerDataArguments(dataset_path=str(data), train_group_size=group_size)
     dataset = RerankerTrainDataset(load_train_records(args), args, seed=42)
@@ -99,8 +99,8 @@ def test_training_learns_and_writes_the_artefacts(trained, tiny_qwen: Path, cham
     assert saved["format"] == {"query_prefix": "query: ", "passage_prefix": "document: ", "separator": " ",
                                "max_len": MAX_LEN, "append_eos": True, "pad_to_multiple_of": 16}  # fmt: skip
     config = json.loads((out / "train_config.json").read_text())
-    assert config["data"]["train_group_size"] == GROUP and config["derived"]["records"] == 24
-    assert config["lora"]["lora_r"] == 8 and config["text"]["rerank_max_len"] == MAX_LEN
+    assert config["settings"]["train_group_size"] == GROUP and config["derived"]["records"] == 24
+    assert config["settings"]["lora_r"] == 8 and config["settings"]["rerank_max_len"] == MAX_LEN
     assert config["derived"]["reranker"]["format"] == saved["format"]
     success = json.loads((out / "_SUCCESS").read_text())
     assert success["global_step"] == 30 and success["resumed_from"] is None
@@ -131,7 +131,7 @@ def test_saved_directory_scores_like_the_trained_model(trained) -> None:
 
 
 def test_rerank_stage_uses_the_trained_directory(trained, champ_mirror: Path, tmp_path: Path) -> None:
-    from models.corpus import load_corpus, load_examples
+    from models.retrieval.corpus import load_corpus, load_examples
     from run_src import rerank
 
     out, trainer = trained
@@ -161,7 +161,7 @@ def test_lora_resume_continues_step_count_schedule_and_weights(tiny_qwen: Path, 
                                                                tmp_path: Path) -> None:  # fmt: skip
     from safetensors.torch import load_file
 
-    from models.contrastive.trainer import ds_warmup_decay_log_factor
+    from models.training.trainer import ds_warmup_decay_log_factor
     from run_src.train_reranker import run
 
     schedule = ["--lora", "--learning_rate", "1e-3", "--max_steps", "6", "--warmup_steps", "2", "--save_steps", "3",

@@ -1,7 +1,7 @@
 """Retriever training end to end on CPU: LoRA on SmolLM2-135M over a CHAMP-derived Tevatron set, resume,
 merge, and the merged model in our encoder, sentence-transformers, the BRIGHT evaluation and vLLM.
 
-The training set comes from the ``champ_mirror`` fixture (models/contrastive/champ_training.py): a seeded
+The training set comes from the ``champ_mirror`` fixture (models/embedded/champ_training.py): a seeded
 60% of the linked problems with their concepts as positives and same-category concepts as negatives; the
 rest is held out. Resume and the distributed runs use a tiny random Qwen2 (2 layers, hidden 64) with
 SmolLM2's tokenizer (the ``tiny_qwen`` fixture in tests/conftest.py), so they test the plumbing in seconds.
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.contrastive.champ_training import write_champ_training_set
-from models.contrastive.inference_settings import InferenceSettings
+from models.embedded.champ_training import write_champ_training_set
 from models.io_utils import atomic_write_jsonl, read_jsonl
+from models.training.inference_settings import InferenceSettings
 from tests.conftest import REPO_ROOT, free_port
 
 PROBE_GROUPS = 6
@@ -81,11 +81,11 @@ def trained(champ_set: dict[str, Path], smollm2_dir: Path, tmp_path_factory: pyt
 
 def _probe_loss(encoder: torch.nn.Module, tokenizer, data: Path) -> float:
     """InfoNCE (temperature 0.01) on fixed groups of the training set, eval mode, no dropout."""
-    from models.contrastive.arguments import DataArguments, TextArguments
-    from models.contrastive.collator import ContrastiveCollator
-    from models.contrastive.dataset import TrainDataset, load_train_records
-    from models.contrastive.loss import info_nce_loss
-    from models.contrastive.model import ContrastiveEncoder
+    from models.training.arguments import DataArguments, TextArguments
+    from models.training.collator import ContrastiveCollator
+    from models.training.dataset import TrainDataset, load_train_records
+    from models.training.loss import info_nce_loss
+    from models.training.model import ContrastiveEncoder
 
     data_args = DataArguments(dataset_path=str(data), train_group_size=3)
     text_args = TextArguments(query_prefix="query: ", passage_prefix="document: ", query_max_len=32,
@@ -102,7 +102,7 @@ def test_lora_training_lowers_the_loss_and_writes_the_artefacts(trained: Path, c
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from models.contrastive.model import load_backbone
+    from models.training.model import load_backbone
 
     names = {p.name for p in trained.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "retriever_config.json", "train_config.json",
@@ -116,7 +116,7 @@ def test_lora_training_lowers_the_loss_and_writes_the_artefacts(trained: Path, c
         16, 64, 0.1, "FEATURE_EXTRACTION")  # fmt: skip
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj"}
     config = json.loads((trained / "train_config.json").read_text())
-    assert config["data"]["train_group_size"] == 3 and config["derived"]["records"] == 24
+    assert config["settings"]["train_group_size"] == 3 and config["derived"]["records"] == 24
 
     losses = [entry["loss"] for entry in _log(trained)]
     assert len(losses) == 8
@@ -145,7 +145,7 @@ def test_non_empty_output_dir_is_refused(tmp_path: Path, champ_set) -> None:
 def test_resume_continues_step_count_schedule_and_weights(tiny_qwen: Path, champ_set, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from models.contrastive.trainer import ds_warmup_decay_log_factor
+    from models.training.trainer import ds_warmup_decay_log_factor
     from run_src.train_retriever import main
 
     schedule = ["--learning_rate", "1e-3", "--max_steps", "6", "--warmup_steps", "2", "--save_steps", "3",
@@ -174,6 +174,11 @@ def test_resume_continues_step_count_schedule_and_weights(tiny_qwen: Path, champ
     assert a.keys() == b.keys() and all(k.startswith("base_model.model.layers.") for k in a)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    # The directory now holds a run's train_config.json: resuming it with another learning rate is refused,
+    # naming the flag; another logging interval (informational) is not.
+    again = [*_train_argv(killed, tiny_qwen, champ_set["subset"], *schedule, "--overwrite_output_dir")]
+    assert main([*again, "--learning_rate", "2e-3"]) == 2
+    assert main([*again, "--logging_steps", "2"]) == 0
 
 
 def _launch(cmd: list[str], log: Path, timeout_s: int = 900) -> None:
@@ -229,6 +234,16 @@ def merged(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
+def test_a_merge_rerun_reuses_the_same_merge_and_refuses_another(merged: Path, trained: Path) -> None:
+    from run_src.merge_lora import main
+
+    stamp = (merged / "_SUCCESS").stat().st_mtime_ns
+    assert main(["--adapter", str(trained), "--output_dir", str(merged), "--dtype", "float32"]) == 0
+    assert (merged / "_SUCCESS").stat().st_mtime_ns == stamp  # reused, not merged again
+    assert main(["--adapter", str(trained), "--output_dir", str(merged), "--dtype", "bfloat16"]) == 2
+
+
 TEXTS_Q = ["How many strings of length 5 have strictly increasing digits?", "Find all primes p with p^2 + 2 prime."]
 TEXTS_D = ["rule of product: if there are m ways and then n ways, there are mn ways in all.",
            "Fermat's little theorem: a^p is congruent to a modulo a prime p."]  # fmt: skip
@@ -240,9 +255,9 @@ def test_merged_model_gives_the_adapter_vectors_in_every_loader(merged: Path, tr
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from models.contrastive.collator import ContrastiveCollator
-    from models.contrastive.model import ContrastiveEncoder, load_backbone
-    from models.encoders import build_encoder
+    from models.retrieval.encoders import build_encoder
+    from models.training.collator import ContrastiveCollator
+    from models.training.model import ContrastiveEncoder, load_backbone
 
     report = json.loads((merged / "merge_report.json").read_text())
     assert report["finite"] and report["min_cosine"] > 0.999
@@ -277,7 +292,7 @@ def test_merged_model_runs_in_the_bright_evaluation(merged: Path, champ_set, tmp
     from run_src.evaluate_bright import main
 
     argv = ["--task", "champ", "--model", "rader", "--model_path", str(merged), "--bright_dir",
-            str(champ_set["small_mirror"]), "--output_dir", str(tmp_path), "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+            str(champ_set["small_mirror"]), "--output_dir", str(tmp_path), "--cache_root", str(tmp_path / "cache")]  # fmt: skip
     assert main(argv) == 0
     results = json.loads((tmp_path / "rader" / "original" / "champ" / "results.json").read_text())
     assert 0.0 < results["NDCG@10"] <= 1.0
@@ -301,7 +316,7 @@ def merged_vllm_server(merged: Path, tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_merged_model_in_the_vllm_embedding_server(merged_vllm_server: str, merged: Path) -> None:
-    from models.encoders import build_encoder
+    from models.retrieval.encoders import build_encoder
 
     settings = InferenceSettings.load(merged)
     remote_config = settings.encoder_config(merged, backend="vllm-server", server_url=merged_vllm_server,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from models.answer_checking import (
+from models.answers.checking import (
     GradeResult,
     SymbolicChecker,
     grade,
@@ -21,8 +22,8 @@ from models.answer_checking import (
     parse_judge_reply,
     render_judge_prompt,
 )
-from models.answer_extraction import extract_boxed, gold_answer_from_solution, has_boxed, normalize_answer
-from models.llm_client import Completion, Message, SamplingParams
+from models.answers.extraction import extract_boxed, gold_answer_from_solution, has_boxed, normalize_answer
+from models.llm.client import Completion, Message, SamplingParams
 from run_src import grade_answers
 from tests.fakes import FakeGeneratorServer
 
@@ -230,7 +231,7 @@ def test_different_answers_never_match(prediction: str, gold: str, checker: Symb
 def test_missing_answers_follow_the_reference_rules(caplog: pytest.LogCaptureFixture) -> None:
     assert not is_equivalent(None, "1")
     assert not is_equivalent("1", None)
-    with caplog.at_level(logging.WARNING, logger="models.answer_checking"):
+    with caplog.at_level(logging.WARNING, logger="models.answers.checking"):
         assert is_equivalent(None, None)
     assert "two missing answers" in caplog.text
 
@@ -328,7 +329,7 @@ async def test_judge_equivalence_with_a_scripted_fake_client(caplog: pytest.LogC
     client = FakeScriptedJudgeClient(["Yes", "no.", "garbage"])
     assert await judge_equivalence(client, "\\frac{1}{2}", "0.5") is True  # type: ignore[arg-type]
     assert await judge_equivalence(client, "10", "1") is False  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="models.answer_checking"):
+    with caplog.at_level(logging.WARNING, logger="models.answers.checking"):
         assert await judge_equivalence(client, "x", "y") is False  # type: ignore[arg-type]
     assert "neither yes nor no" in caplog.text
     messages, params = client.sent[0]
@@ -365,19 +366,23 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     graded = [json.loads(line) for line in target.read_text().splitlines()]
     assert graded == [{**r, "correct": c} for r, c in zip(records, [True, False, True, False], strict=True)]
     assert json.loads(capsys.readouterr().out.strip()) == {"n": 4, "correct": 2, "accuracy": 0.5}
-    assert sorted(p.name for p in target.parent.iterdir()) == ["graded.jsonl"]  # no temp file left
+    # no temp file left; the stage record sits beside the output
+    assert sorted(p.name for p in target.parent.iterdir()) == ["graded.config.json", "graded.jsonl"]
+    # A rerun into the same output with another setting is refused, naming it; an informational one is not.
+    assert grade_answers.main(["--input", str(source), "--output", str(target), "--quiet", "--timeout_s", "9"]) == 2
+    assert grade_answers.main(["--input", str(source), "--output", str(target), "--quiet", "--num_workers", "2"]) == 0
 
 
-def test_cli_names_the_file_line_and_missing_field(tmp_path: Path) -> None:
+def test_cli_names_the_file_line_and_missing_field(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source = tmp_path / "preds.jsonl"
     source.write_text('{"id": "a", "prediction": "1", "gold": "1"}\n\n{"id": "b", "prediction": "2"}\n')
-    with pytest.raises(ValueError, match=r"preds\.jsonl line 3 has no 'gold' field"):
-        grade_answers.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")])
+    assert grade_answers.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert re.search(r"preds\.jsonl line 3 has no 'gold' field", caplog.text)
     source.write_text('{"id": "a", "prediction": "1", "gold": "1"}\n{"id": \n')
-    with pytest.raises(ValueError, match=r"preds\.jsonl line 2 is not valid JSON"):
-        grade_answers.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")])
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        grade_answers.main(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")])
+    assert grade_answers.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert re.search(r"preds\.jsonl line 2 is not valid JSON", caplog.text)
+    assert grade_answers.main(["--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "missing.jsonl" in caplog.text
     assert not (tmp_path / "o.jsonl").exists()
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from models.answer_checking import GradeResult, SymbolicChecker, grade
-from models.answer_extraction import gold_answer_from_solution
+from models.answers.checking import GradeResult, SymbolicChecker, grade
+from models.answers.extraction import gold_answer_from_solution
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATH_DATA = REPO_ROOT.parent / "shared" / "data" / "math" / "math_train_1000.json"

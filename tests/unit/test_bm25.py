@@ -1,7 +1,7 @@
 """BM25 with BRIGHT's semantics (specs/evaluation.md §3.1), pinned against the formula written out here.
 
 Expected scores are computed in this file from hand-tokenised bags of words, independently of
-``models.bm25``::
+``models.retrieval.bm25``::
 
     idf(t) = ln(N + 1) - ln(df + 0.5)
     w(t)   = idf(t) * tf / (tf + k1 * (1 - b + b * |x| / avgdl))    (documents and queries alike)
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import bm25 as bm25_module
-from models.bm25 import BM25Index, _top_k, build_or_load_bm25
-from models.corpus import Corpus, load_corpus
-from models.text_analysis import LuceneEnglishAnalyzer, WhitespaceAnalyzer, default_analyzer
+from models.retrieval import bm25 as bm25_module
+from models.retrieval.bm25 import BM25Index, build_or_load_bm25, top_k_indices
+from models.retrieval.corpus import Corpus, load_corpus
+from models.retrieval.text_analysis import LuceneEnglishAnalyzer, WhitespaceAnalyzer, default_analyzer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINI = REPO_ROOT / "tests" / "resources" / "bright_mini"
@@ -105,7 +105,7 @@ def test_out_of_vocabulary_query_terms_change_nothing(toy: BM25Index) -> None:
 
 
 def test_excluded_ids_are_removed_before_the_cut(toy: BM25Index, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="models.bm25"):
+    with caplog.at_level(logging.WARNING, logger="models.retrieval.bm25"):
         hits = toy.search("apple cherry", k=3, excluded_ids=["d0", "N/A", "not-a-doc", "d0"])
     assert [doc_id for doc_id, _ in hits] == ["d2", "d1", "d3"]
     assert "1 excluded ids are not in corpus toy" in caplog.text
@@ -128,7 +128,7 @@ def test_top_k_equals_a_stable_sort() -> None:
         scores = rng.integers(0, 4, size=int(rng.integers(1, 30))).astype(np.float32)
         k = int(rng.integers(1, 35))
         expected = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        assert _top_k(scores, k).tolist() == expected
+        assert top_k_indices(scores, k).tolist() == expected
 
 
 def test_search_batch_equals_search(toy: BM25Index) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from models.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, load_examples
+from models.retrieval.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, load_examples
 from run_src.evaluate_bright import TASKS, qrels_from_examples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

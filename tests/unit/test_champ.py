@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models import champ
-from models.champ import ChampConcept, ChampData, ChampProblem, export_champ_mirror, load_champ
+from models.embedded import champ
+from models.embedded.champ import ChampConcept, ChampData, ChampProblem, export_champ_mirror, load_champ
 from models.io_utils import read_jsonl
 
 BRIGHT_EXAMPLE_FIELDS = {"id", "query", "reasoning", "gold_ids", "gold_ids_long", "excluded_ids", "gold_answer"}

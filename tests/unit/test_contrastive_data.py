@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from models.contrastive.arguments import DataArguments, ModelArguments, RetrieverTrainingArguments, TextArguments
-from models.contrastive.collator import ContrastiveCollator, pad_batch
-from models.contrastive.dataset import (
+from models.stage import expand_config
+from models.training.arguments import DataArguments, ModelArguments, RetrieverTrainingArguments, TextArguments
+from models.training.collator import ContrastiveCollator, pad_batch
+from models.training.dataset import (
     TrainDataset,
     format_passage,
     load_corpus_lookup,
     load_train_records,
     sample_group,
 )
-from models.contrastive.run_setup import expand_config_files, prepare_output_dir
+from models.training.run_setup import parse_arguments, prepare_output_dir
 
 NEGATIVES = [f"n{i}" for i in range(7)]
 
@@ -209,13 +210,23 @@ def test_pad_batch_widths() -> None:
 
 
 def test_config_file_flags_come_first_so_cli_wins(tmp_path: Path) -> None:
+    from transformers import HfArgumentParser
+
+    from models.training.arguments import RETRIEVER_ARGUMENT_CLASSES
+
+    parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)
     config = tmp_path / "c.json"
-    config.write_text(json.dumps({"lora": True, "lora_r": 16, "query_prefix": "query: ", "report_to": ["none"], "x": None}))
-    argv = expand_config_files(["--config", str(config), "--lora_r", "8"])
-    assert argv == ["--lora", "true", "--lora_r", "16", "--query_prefix", "query: ", "--report_to", "none", "--lora_r", "8"]
-    assert expand_config_files([str(config)])[:2] == ["--lora", "true"]  # Tevatron's lone JSON argument
-    with pytest.raises(ValueError, match="cannot read"):
-        expand_config_files(["--config", str(tmp_path / "nope.json")])
+    config.write_text(json.dumps({"lora": True, "lora_r": 16, "query_prefix": "query: ", "report_to": ["none"],
+                                  "_comment": "documents the file", "output_dir": None}))  # fmt: skip
+    argv = expand_config(parser, ["--config", str(config), "--lora_r", "8"])
+    assert argv == ["--lora", "true", "--query_prefix", "query: ", "--report_to", "none", "--lora_r", "8"]
+    parsed = parse_arguments(parser, [str(config), "--model_name_or_path", "m", "--output_dir", "o"])  # Tevatron's lone JSON
+    assert parsed[1].lora and parsed[1].lora_r == 16 and parsed[0].model_name_or_path == "m"
+    (tmp_path / "bad.json").write_text(json.dumps({"lora_rr": 4}))
+    with pytest.raises(SystemExit):  # an unknown key fails like an unknown flag
+        expand_config(parser, ["--config", str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit):
+        expand_config(parser, ["--config", str(tmp_path / "nope.json")])
 
 
 def test_output_dir_rules(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from models.contrastive.arguments import RetrieverTrainingArguments
-from models.contrastive.loss import grouped_ce_loss, info_nce_loss
-from models.contrastive.model import ContrastiveEncoder
-from models.contrastive.trainer import ContrastiveTrainer, ds_warmup_decay_log_factor
+from models.training.arguments import RetrieverTrainingArguments
+from models.training.loss import grouped_ce_loss, info_nce_loss
+from models.training.model import ContrastiveEncoder
+from models.training.trainer import ContrastiveTrainer, ds_warmup_decay_log_factor
 
 # Token id -> fixed 3-d "embedding". Ids 1..2 are queries, 10..15 passages, 0 is padding/junk.
 # Positives only slightly ahead of some negatives, so that the loss is O(1) even at temperature 0.01.

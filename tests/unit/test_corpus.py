@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from models.corpus import (
+from models.retrieval.corpus import (
     BRIGHT_HF_REPO,
     BRIGHT_SPLITS,
     QUERY_TYPES,
@@ -130,7 +130,7 @@ def test_mirror_reads_gzip_and_prefers_plain_jsonl(tmp_path: Path, caplog: pytes
     write_jsonl(tmp_path / "documents" / "pony.jsonl.gz", [{"id": "Pony/a_0.txt", "content": "actor"}])
     assert load_corpus(tmp_path, "pony").doc_ids == ["Pony/a_0.txt"]
     write_jsonl(tmp_path / "documents" / "pony.jsonl", [{"id": "Pony/b_0.txt", "content": "class"}])
-    with caplog.at_level(logging.WARNING, logger="models.corpus"):
+    with caplog.at_level(logging.WARNING, logger="models.retrieval.corpus"):
         assert load_corpus(tmp_path, "pony").doc_ids == ["Pony/b_0.txt"]
     assert "both pony.jsonl and pony.jsonl.gz" in caplog.text
 

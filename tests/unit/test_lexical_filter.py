@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from models.corpus import Corpus
-from models.retrievers import BM25Retriever
+from models.retrieval.corpus import Corpus
+from models.retrieval.retrievers import BM25Retriever
 from run_src.query_synthesis.assembly import Assembler, AssemblyConfig
 from run_src.query_synthesis.lexical import bm25_ranked_ids, lexical_retrieval
 from run_src.query_synthesis.records import QueryRecord
@@ -109,7 +109,7 @@ def test_dense_candidates_from_a_retriever_server(bm25: BM25Retriever) -> None:
 
     import uvicorn
 
-    from models.server_apps.retriever_app import create_app
+    from models.serving.retriever_app import create_app
     from run_src.query_synthesis.lexical import server_dense_search
 
     sock = socket.socket()

@@ -12,15 +12,9 @@ from typing import Any
 
 import pytest
 
-from models.llm_backends.retry import RetryPolicy
-from models.llm_client import (
-    LLMClient,
-    LLMClientConfig,
-    LLMServiceError,
-    SamplingParams,
-    build_llm_client,
-    config_from_settings,
-)
+from models.llm.backends.retry import RetryPolicy
+from models.llm.client import LLMClient, LLMClientConfig, LLMServiceError, SamplingParams, config_from_settings
+from models.llm.factory import build_llm_client
 from models.settings import Settings
 from tests.fakes import BAD_REQUEST_MESSAGE, FakeGeneratorServer
 
@@ -182,7 +176,7 @@ def test_transient_http_errors_are_retried_max_retries_times(start_fake, make_cl
     server = start_fake(mode)
     client = make_client(server)
     started = time.monotonic()
-    with caplog.at_level("WARNING", logger="models.llm_backends.retry"), pytest.raises(LLMServiceError) as caught:
+    with caplog.at_level("WARNING", logger="models.llm.backends.retry"), pytest.raises(LLMServiceError) as caught:
         client.chat(HELLO)
     assert time.monotonic() - started < 5.0
     assert server.attempts == 3

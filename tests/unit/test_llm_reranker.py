@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from models.llm_client import LLMClientConfig, build_llm_client
-from models.llm_reranker import (
+from models.llm.client import LLMClientConfig
+from models.llm.factory import build_llm_client
+from models.llm.prompt_templates import load_prompt
+from models.reranking.llm import (
     PROMPT_PATH,
     PROMPT_PLACEHOLDERS,
     LLMReranker,
@@ -25,7 +27,6 @@ from models.llm_reranker import (
     parse_relevance_score,
     rank_by,
 )
-from models.prompt_templates import load_prompt
 from tests.fakes import FakeGeneratorServer
 from tests.rerank_fakes import ScriptedRerankFake
 

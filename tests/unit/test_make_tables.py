@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.corpus import BRIGHT_SPLITS
+from models.retrieval.corpus import BRIGHT_SPLITS
 from run_src.make_tables import PAPER_RESULTS_PATH, collect_results, load_paper_results, main
 
 # Our 'rader-qwen2.5-7b' maps to the paper's "RaDeR Qwen2.5-7B-instruct (MATH, llmq+CoT+lexical)" row.
@@ -99,7 +99,7 @@ def test_tables_from_results_tree(results_root: Path, tmp_path: Path) -> None:
     assert "champ" in extra and f"| {OTHER} | 41.2 |" in extra and f"| {RADER} | 50.0 |" in extra
     assert "champ" not in md1 and "champ" not in md2  # never mixed into the 12-split tables
 
-    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))["settings"]
     assert config["results_root"] == str(results_root) and config["metric"] == "NDCG@10"
     summary = json.loads((out / "tables.json").read_text(encoding="utf-8"))
     assert summary["1"]["rows"][1]["paper_key"] == "rader-qwen2.5-7b-math-llmq-cot-lexical"

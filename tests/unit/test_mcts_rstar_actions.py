@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from models.corpus import load_corpus
-from models.llm_client import LLMClient, LLMClientConfig, build_llm_client
-from models.retriever_client import RetrieverClient
-from models.retrievers import BM25Retriever
-from models.server_apps.retriever_app import ServerLimits, create_app
+from models.llm.client import LLMClient, LLMClientConfig
+from models.llm.factory import build_llm_client
+from models.retrieval.corpus import load_corpus
+from models.retrieval.retrievers import BM25Retriever
+from models.serving.retriever_app import ServerLimits, create_app
+from models.serving.retriever_client import RetrieverClient
 from run_src.mcts import ActionName, ExpansionConfig, NodeKind, ReasoningNode
 from run_src.mcts.llm_actions import (
     MIN_SUBANSWER_VALUE,
@@ -385,11 +386,10 @@ def test_run_with_a3_and_a5_writes_sq_and_ru_nodes(tmp_path: Path, bm25_url: str
         assert main(_argv(tmp_path, server.base_url, bm25_url, "rstar", *flags)) == 0
         assert server.requests_for("mcts_subquestion") and server.requests_for("mcts_rephrase")
         # Resuming with the actions switched off would mix two kinds of tree: refused.
-        with pytest.raises(SystemExit) as exit_info:
-            main(_argv(tmp_path, server.base_url, bm25_url, "rstar", "--enable_a3"))
-        assert exit_info.value.code == 2
+        assert main(_argv(tmp_path, server.base_url, bm25_url, "rstar", "--enable_a3")) == 2
     run = tmp_path / "out" / "JSON" / "fake-model" / "rstar"
-    args = json.loads((run / "args.json").read_text(encoding="utf-8"))
+    record = json.loads((run / "args.json").read_text(encoding="utf-8"))
+    args = {**record["settings"], **record["derived"]}
     assert args["enable_a3"] and args["enable_a5"] and args["num_votes"] == 4
     assert {"mcts_subquestion", "mcts_subanswer", "mcts_rephrase"} <= set(args["prompt_versions"])
     for index, source_id in enumerate(("apples", "pens")):
@@ -421,7 +421,8 @@ def test_default_flags_create_no_sq_or_ru_node(tmp_path: Path, bm25_url: str) ->
         assert not server.requests_for("mcts_rephrase") and server.requests_for("mcts_ost")
     for run_name in ("default", "paper"):
         run = tmp_path / "out" / "JSON" / "fake-model" / run_name
-        assert "mcts_subquestion" not in json.loads((run / "args.json").read_text(encoding="utf-8"))["prompt_versions"]
+        record = json.loads((run / "args.json").read_text(encoding="utf-8"))
+        assert "mcts_subquestion" not in record["identity"]["prompt_versions"]
         trees = "".join(p.read_text(encoding="utf-8") for p in (run / "answer_sheets").glob("*.tree"))
         assert trees and "SQ-" not in trees and "RU-" not in trees
         for path in (run / "answer_sheets").glob("* - Final Solutions.json"):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from models.bm25 import BM25Index  # noqa: F401  (imported so a missing Lucene fails here, clearly)
-from models.corpus import load_corpus
-from models.retrievers import BM25Retriever
-from models.server_apps.retriever_app import ServerLimits, create_app
+from models.retrieval.bm25 import BM25Index  # noqa: F401  (imported so a missing Lucene fails here, clearly)
+from models.retrieval.corpus import load_corpus
+from models.retrieval.retrievers import BM25Retriever
+from models.serving.retriever_app import ServerLimits, create_app
 from run_src.run_parallel_workers import EXIT_SOME_FAILED, main
 from tests.fakes import FakeGeneratorServer
 from tests.local_server import ThreadedAppServer
@@ -56,8 +56,11 @@ def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_pa
     assert requests_first > 0
 
     one, four = _run_dir(tmp_path, "one"), _run_dir(tmp_path, "four")
-    args = json.loads((one / "args.json").read_text())
-    assert args["corpus_split"] == "champ" and args["end_idx"] == 4 and set(args["prompt_versions"]) >= {"mcts_ost"}
+    record = json.loads((one / "args.json").read_text())
+    args = record["settings"]
+    assert record["derived"]["corpus_split"] == "champ" and args["end_idx"] == 4
+    assert set(record["identity"]["prompt_versions"]) >= {"mcts_ost"}
+    assert record["identity"]["problem_set"]["count"] == 4
     for index in range(4):
         stem = f"Question {index:04d}"
         sheet = json.loads((one / "answer_sheets" / f"{stem} - Answer.json").read_text())
@@ -74,7 +77,7 @@ def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_pa
             assert record["question_id"] == sheet["source_id"] and record["LLM_relevance_label"] in (0, 1)
             assert record["qg_key"].startswith(sheet["source_id"] + "_") and record["rank"] >= 1
         for line in (one / "retriever_scores" / f"{index:04d}.jsonl").read_text().splitlines():
-            (key, call), = json.loads(line).items()
+            ((key, call),) = json.loads(line).items()
             assert key.startswith(sheet["source_id"] + "_") and 1 <= len(call["scores"]) <= 5
     assert "Infinity" not in (one / "args.json").read_text()
     # Free-text query mode: every QG reply is a query, so retrieval really ran.
@@ -100,12 +103,13 @@ def test_failures_are_isolated_recorded_and_retried_on_rerun(tmp_path: Path, bm2
     assert len(list((run / "answer_sheets").glob("*Answer.json"))) == 4
 
 
-def test_resume_with_changed_search_settings_is_refused(tmp_path: Path, bm25_url: str) -> None:
+def test_resume_with_changed_search_settings_is_refused(
+    tmp_path: Path, bm25_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with FakeGeneratorServer("ok") as generator:
         assert main([*_argv(tmp_path, generator.base_url, bm25_url, "s", 2), "--end_idx", "1"]) == 0
-        with pytest.raises(SystemExit) as exit_info:
-            main([*_argv(tmp_path, generator.base_url, bm25_url, "s", 2), "--end_idx", "1", "--num_rollouts", "5"])
-    assert exit_info.value.code == 2
+        code = main([*_argv(tmp_path, generator.base_url, bm25_url, "s", 2), "--end_idx", "1", "--num_rollouts", "5"])
+    assert code == 2 and "--num_rollouts: stored 3, now 5" in caplog.text and "new --run_name" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -119,3 +123,81 @@ def test_bad_flags_fail_before_any_work(
         main([*_argv(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9", "x", 1), *extra])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "CHAMP").exists()
+
+
+def _json_problems(path: Path, ids: list[str]) -> Path:
+    rows = [{"id": pid, "problem": f"Problem {pid}: how many apples are {n} plus 1 apples?", "gold_answer": str(n + 1)}
+            for n, pid in enumerate(ids)]  # fmt: skip
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def _file_argv(out: Path, problems: Path, generator_url: str, bm25_url: str, *extra: str) -> list[str]:
+    return [
+        "--dataset_name", "JSON", "--data_file", str(problems), "--model_ckpt", "fake-model",
+        "--generator_urls", generator_url, "--retriever", "bm25", "--bm25_url", bm25_url, "--num_rollouts", "2",
+        "--max_depth_allowed", "3", "--num_workers", "2", "--run_outputs_root", str(out), "--run_name", "R",
+        "--max_retries", "0", "--bool_goldanswer_reward", *extra,
+    ]  # fmt: skip
+
+
+def test_another_problem_file_into_the_same_run_name_is_refused(
+    tmp_path: Path, bm25_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    file_a = _json_problems(tmp_path / "a.json", ["a1", "a2", "a3", "a4"])
+    file_b = _json_problems(tmp_path / "b.json", ["b1", "b2", "b3", "b4"])
+    run = tmp_path / "out" / "JSON" / "fake-model" / "R"
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_file_argv(tmp_path / "out", file_a, generator.base_url, bm25_url)) == 0
+        args_before = (run / "args.json").read_bytes()
+        caplog.clear()
+        assert main(_file_argv(tmp_path / "out", file_b, generator.base_url, bm25_url)) == 2
+        assert "problem_set: stored" in caplog.text and '"a1"' in caplog.text and '"b1"' in caplog.text
+        # ... and so is another reward setting, or another shard layout; nothing of the run is touched.
+        assert (
+            main(_file_argv(tmp_path / "out", file_a, generator.base_url, bm25_url, "--wrong_answer_reward", "0.2"))
+            == 2
+        )
+        assert main(_file_argv(tmp_path / "out", file_a, generator.base_url, bm25_url, "--shard", "0/2")) == 2
+        assert "shard_count: stored 1, now 2" in caplog.text
+        # Informational settings (concurrency, the path of the same problems) resume: nothing to search.
+        before = generator.attempts
+        copy = tmp_path / "elsewhere.json"
+        copy.write_bytes(file_a.read_bytes())
+        assert main([*_file_argv(tmp_path / "out", copy, generator.base_url, bm25_url), "--num_workers", "1"]) == 0
+        assert generator.attempts == before
+    assert (run / "args.json").read_bytes() != b"" and json.loads(args_before)["identity"] == json.loads(
+        (run / "args.json").read_bytes()
+    )["identity"]
+    sheets = sorted(json.loads(p.read_text())["source_id"] for p in (run / "answer_sheets").glob("*Answer.json"))
+    assert sheets == ["a1", "a2", "a3", "a4"]
+
+
+def test_two_shards_into_one_run_name_complete_the_set(tmp_path: Path, bm25_url: str) -> None:
+    problems = _json_problems(tmp_path / "p.json", ["p1", "p2", "p3", "p4", "p5"])
+    run = tmp_path / "out" / "JSON" / "fake-model" / "R"
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_file_argv(tmp_path / "out", problems, generator.base_url, bm25_url, "--shard", "0/2")) == 0
+        first = sorted(json.loads(p.read_text())["source_id"] for p in (run / "answer_sheets").glob("*Answer.json"))
+        assert first == ["p1", "p3", "p5"]
+        assert main(_file_argv(tmp_path / "out", problems, generator.base_url, bm25_url, "--shard", "1/2")) == 0
+    sheets = sorted(json.loads(p.read_text())["source_id"] for p in (run / "answer_sheets").glob("*Answer.json"))
+    assert sheets == ["p1", "p2", "p3", "p4", "p5"]
+
+
+def test_discount_and_self_consistency_reach_the_search(tmp_path: Path, bm25_url: str) -> None:
+    from models.settings import load_settings
+    from run_src.run_parallel_workers import parse_args
+
+    problems = _json_problems(tmp_path / "p.json", ["p1"])
+    base = _file_argv(tmp_path / "out", problems, "http://127.0.0.1:9/v1", bm25_url)
+    args = parse_args([*base, "--mcts_discount_factor", "0.5", "--reward", "gold"], load_settings())
+    assert args.mcts_discount_factor == 0.5 and args.reward == "gold"
+    with pytest.raises(SystemExit):  # the paper's flag means gold rewards: it contradicts self-consistency
+        parse_args([*base, "--reward", "self_consistency"], load_settings())
+    with FakeGeneratorServer("ok") as generator:
+        argv = _file_argv(tmp_path / "sc", problems, generator.base_url, bm25_url)
+        argv.remove("--bool_goldanswer_reward")
+        assert main([*argv, "--reward", "self_consistency", "--mcts_discount_factor", "0.5"]) == 0
+    record = json.loads((tmp_path / "sc" / "JSON" / "fake-model" / "R" / "args.json").read_text())
+    assert record["settings"]["reward"] == "self_consistency" and record["settings"]["mcts_discount_factor"] == 0.5

@@ -1,4 +1,4 @@
-"""Metrics and run files (``models.metrics``) and the ``--scores`` path of ``run_src.evaluate_bright``.
+"""Metrics and run files (``models.evaluation.metrics``) and the ``--scores`` path of ``run_src.evaluate_bright``.
 
 The fixture is a hand-made BRIGHT-shaped split (a mirror with ``examples/theoremqa_questions.jsonl``)
 and a run that exercises every rule of specs/evaluation.md §2.3:
@@ -17,7 +17,6 @@ Expected numbers come from pytrec_eval called directly here, averaged the way BR
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import logging
@@ -28,8 +27,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from models.hybrid import fuse_scores, top_k_stable, zscore
-from models.metrics import (
+from models.evaluation.metrics import (
     DEFAULT_K_VALUES,
     detect_run_format,
     evaluate_run,
@@ -38,6 +36,7 @@ from models.metrics import (
     trec_measure_name,
     write_trec_run,
 )
+from models.retrieval.hybrid import fuse_scores, top_k_stable, zscore
 from run_src import evaluate_bright
 from run_src.evaluate_bright import parse_config
 
@@ -143,7 +142,7 @@ def test_hand_computed_values_ties_by_descending_doc_id() -> None:
 
 
 def test_missing_queries_drop_or_zero(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="models.metrics"):
+    with caplog.at_level(logging.WARNING, logger="models.evaluation.metrics"):
         dropped, per_query = evaluate_run(QRELS, CLEAN_RUN)
     assert "1 of 4 judged queries are missing from the run" in caplog.text and "q3" in caplog.text
     zero, zero_per_query = evaluate_run(QRELS, CLEAN_RUN, missing_queries="zero")
@@ -182,7 +181,7 @@ def test_evaluate_bright_scores_file_end_to_end(mirror: Path, tmp_path: Path) ->
     results = json.loads((run_dir / "results.json").read_text())
     per_query = json.loads((run_dir / "per_query.json").read_text())
     stored = json.loads((run_dir / "score.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())["settings"]
 
     expected, _ = pytrec_reference(QRELS, CLEAN_RUN)
     assert results == expected == evaluate_run(QRELS, CLEAN_RUN)[0]
@@ -275,7 +274,7 @@ def test_parse_config_hybrid_alpha_names_and_config_file(tmp_path: Path) -> None
     assert auto["biology"].model_name == "rader+bm25"
     explicit = parse_config([*base, "--task", "biology", "--hybrid_bm25_alpha", "0.5"])
     assert explicit.hybrid_bm25_alpha == 0.5 and explicit.model_name == "rader+bm25_a0.5"
-    assert auto["champ"].instruction_task == "theoremqa_theorems"
+    assert auto["champ"].encoder.instruction_task == "theoremqa_theorems"
     assert auto["champ"].run_dir == tmp_path / "out" / "rader+bm25" / "original" / "champ"
     for bad in (["--hybrid_bm25_alpha", "1.5"], ["--hybrid_bm25_alpha", "x"], ["--long_context"]):
         with pytest.raises(SystemExit):
@@ -286,7 +285,7 @@ def test_parse_config_hybrid_alpha_names_and_config_file(tmp_path: Path) -> None
     # A written config.json reproduces the config; flags on the command line win.
     config = parse_config([*base, "--task", "biology", "--query_type", "gpt4_reason", "--long_context"])
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"schema_version": 1, **dataclasses.asdict(config), "derived": {}}))
+    path.write_text(json.dumps(evaluate_bright.stage_record(config, "hf").to_dict()))
     assert parse_config(["--config", str(path)]) == config
     assert parse_config(["--config", str(path), "--top_k", "10"]).top_k == 10
 
@@ -300,8 +299,8 @@ def test_reused_score_json_must_match_the_settings(mirror: Path, tmp_path: Path)
     # The stored run came from a file; a retrieval run of the same name must not silently reuse it.
     assert evaluate_bright.main(retrieve) == 2
     # Make the stored config say "retrieved with these settings": now it is reused (no corpus needed) ...
-    config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**config, "scores": None, "model_path": str(tmp_path)}))
+    retrieval = evaluate_bright.parse_config([*retrieve])
+    (run_dir / "config.json").write_text(json.dumps(evaluate_bright.stage_record(retrieval, "hf").to_dict()))
     (run_dir / "results.json").unlink()
     assert evaluate_bright.main(retrieve) == 0
     assert json.loads((run_dir / "results.json").read_text()) == evaluate_run(QRELS, CLEAN_RUN)[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.pointwise_reranker import (
+from models.reranking.pointwise import (
     HEAD_WEIGHTS_NAME,
     RERANKER_CONFIG_NAME,
     LoraSettings,

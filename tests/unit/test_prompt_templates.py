@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.prompt_templates import PROMPTS_DIR, load_prompt, parse_prompt
+from models.llm.prompt_templates import PROMPTS_DIR, load_prompt, parse_prompt
 from run_src.mcts.llm_actions import MCTSPrompts
 
 GOOD = """# a comment

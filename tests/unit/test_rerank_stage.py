@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models.metrics import metric_keys
+from models.evaluation.metrics import metric_keys
 from run_src import evaluate_bright, rerank
 from tests.conftest import REPO_ROOT
 from tests.fakes import FakeGeneratorServer
@@ -62,7 +62,7 @@ def test_llm_rerank_arithmetic_files_and_resume(first_stage_dir: Path) -> None:
     run_dir = first_stage_dir.parents[2] / "dense+llm-fake-judge" / "gpt4_reason" / "theoremqa_theorems"
     config = read(run_dir, "config.json")
     assert config["derived"]["n_errors"] == 1 and config["derived"]["n_pairs"] == 6
-    assert config["query_type"] == "gpt4_reason" and config["rerank_weight"] == 0.5
+    assert config["settings"]["query_type"] == "gpt4_reason" and config["settings"]["rerank_weight"] == 0.5
 
     # Second pass: only the query with a failed request is asked again.
     with ScriptedRerankFake(script) as server:
@@ -103,11 +103,13 @@ def test_llm_rerank_arithmetic_files_and_resume(first_stage_dir: Path) -> None:
         assert server.attempts == 0
     assert read(run_dir, "score.json") == final
 
-    # A different unparsable-reply policy re-mixes from the cache without new requests.
+    # A different unparsable-reply policy changes the run: refused into this run directory, naming the flag;
+    # an informational setting (concurrency) is not.
     with ScriptedRerankFake(script) as server:
-        assert rerank.main(rerank_argv(first_stage_dir, server, "--unparsable_score", "0.6")) == 0
+        assert rerank.main(rerank_argv(first_stage_dir, server, "--unparsable_score", "0.6")) == 2
+        assert rerank.main(rerank_argv(first_stage_dir, server, "--max_concurrency", "3")) == 0
         assert server.attempts == 0
-    assert read(run_dir, "rerank_scores.json")[LADDER]["104"] == 0.6
+    assert read(run_dir, "rerank_scores.json")[LADDER]["104"] == 0.0
 
     # Settings that change the replies refuse the cache instead of mixing two prompts' scores.
     with ScriptedRerankFake(script) as server:

@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from models.contrastive.arguments import RerankerDataArguments, RetrieverTrainingArguments
-from models.contrastive.collator import RerankerCollator
-from models.contrastive.dataset import RerankerTrainDataset, load_train_records
-from models.contrastive.reranker_trainer import RerankerTrainer
-from models.pointwise_reranker import PointwiseReranker, RerankerFormat
+from models.reranking.pointwise import PointwiseReranker, RerankerFormat
+from models.training.arguments import RerankerDataArguments, RetrieverTrainingArguments
+from models.training.collator import RerankerCollator
+from models.training.dataset import RerankerTrainDataset, load_train_records
+from models.training.reranker_trainer import RerankerTrainer
 
 PAD, JUNK = 0, 1
 # Token id -> logit. Passages are single tokens named in SCORE_OF; JUNK precedes some of them so that only the

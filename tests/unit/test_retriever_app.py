@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models.corpus import load_corpus
-from models.retrievers import BM25Retriever
-from models.server_apps.retriever_app import ServerLimits, create_app
+from models.retrieval.corpus import load_corpus
+from models.retrieval.retrievers import BM25Retriever
+from models.serving.retriever_app import ServerLimits, create_app
 
 LIMITS = ServerLimits(max_k=100, max_query_chars=2_000, max_batch=8)
 

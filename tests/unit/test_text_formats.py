@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.text_formats import (
+from models.retrieval.text_formats import (
     PLAIN,
     PRESETS,
     RADER,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.corpus import Corpus
 from models.io_utils import read_jsonl
+from models.retrieval.corpus import Corpus
 from run_src.build_training_data import main as build_main
 from run_src.query_synthesis.assembly import Assembler, AssemblyConfig, stats_markdown
 from run_src.query_synthesis.records import QueryRecord, queries_file, read_records, write_records
@@ -133,7 +133,7 @@ def test_build_main_writes_a_tevatron_set_that_datasets_loads(tmp_path: Path) ->
         write_records(queries_file(queries_dir, query_type), [r for r in items if r.query_type == query_type])
     output = tmp_path / "train" / "set.jsonl"
     argv = ["--queries_dir", str(queries_dir), "--output", str(output), "--seed", "1", "--quiet"]
-    assert build_main(argv) == 1  # no _SUCCESS marker: generate_queries did not finish
+    assert build_main(argv) == 2  # bad input: no _SUCCESS marker, generate_queries did not finish
     (queries_dir / "_SUCCESS").write_text("")
     assert build_main(argv) == 0
     rows = list(read_jsonl(output))
@@ -143,7 +143,7 @@ def test_build_main_writes_a_tevatron_set_that_datasets_loads(tmp_path: Path) ->
     stats = json.loads(output.with_name("set.stats.json").read_text())
     assert stats["by_type"]["all"]["kept"] == 4 and stats["config"]["seed"] == 1
     assert output.with_name("set.stats.md").read_text().startswith("# Training set statistics")
-    assert json.loads(output.with_name("set.config.json").read_text())["flags"]["seed"] == 1
+    assert json.loads(output.with_name("set.config.json").read_text())["settings"]["seed"] == 1
     first = output.read_bytes()
     assert build_main(argv) == 0 and output.read_bytes() == first  # deterministic given --seed
     empty = tmp_path / "empty.jsonl"

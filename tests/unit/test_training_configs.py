@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.contrastive.arguments import RERANKER_ARGUMENT_CLASSES, RETRIEVER_ARGUMENT_CLASSES
-from models.contrastive.run_setup import parse_arguments
+from models.training.arguments import RERANKER_ARGUMENT_CLASSES, RETRIEVER_ARGUMENT_CLASSES
+from models.training.run_setup import parse_arguments
 from tests.conftest import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "tevatron_configs"

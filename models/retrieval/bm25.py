@@ -1,0 +1,368 @@
+"""BM25 exactly as BRIGHT scores it: gensim's LuceneBM25Model with query-side weighting and a dot product.
+
+BRIGHT's ``retrieval_bm25`` (specs/evaluation.md §3.1) analyses every text with the Lucene English
+analyser, builds a gensim ``Dictionary``, weights documents *and the query* with
+``LuceneBM25Model(k1=0.9, b=0.4)`` and ranks by the unnormalised dot product::
+
+    idf(t)   = ln(N + 1) - ln(df_t + 0.5)
+    w_x(t)   = idf(t) * tf / (tf + k1 * (1 - b + b * |x| / avgdl))      # no (k1 + 1) factor
+    score    = sum_t w_q(t) * w_d(t)                                      # avgdl = corpus tokens / N
+
+where ``|x|`` is the bag's token count (for the query: in-vocabulary tokens only; out-of-vocabulary query
+terms are dropped). This module reproduces it with scipy sparse matrices, bit for bit: term ids are
+assigned in gensim's order, weights are computed in float64 with gensim's operation order and stored as
+float32 (gensim's ``SparseMatrixSimilarity`` dtype), and scores accumulate in float32 over query terms in
+ascending term id, as scipy does inside gensim. Ties rank in corpus order (BRIGHT's stable sort).
+
+A cache directory holds the analysed term-frequency matrix (``tf.npz``), the vocabulary
+(``vocabulary.json``) and ``meta.json`` (corpus fingerprint, k1, b, analyser name), written last.
+
+Usage::
+
+    index = build_or_load_bm25(corpus, "BRIGHT_cache/bm25/biology")
+    hits = index.search("why do cats purr", k=10, excluded_ids=example.excluded_ids)  # [(doc_id, score), ...]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.io_utils import atomic_write_bytes, atomic_write_json
+from models.retrieval.corpus import NA, Corpus
+from models.retrieval.text_analysis import TextAnalyzer, default_analyzer
+
+logger = logging.getLogger(__name__)
+
+# BRIGHT retrieval_bm25: LuceneBM25Model(dictionary, k1=0.9, b=0.4) (specs/evaluation.md §3.1).
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.4
+CACHE_FORMAT_VERSION = 1
+# Documents per analysis step; also the interval at which gensim's Dictionary checks its size (_count_terms).
+_ANALYSIS_CHUNK_DOCS = 10_000
+# gensim Dictionary(documents) default prune_at: past this many terms it drops the rarest ones.
+_GENSIM_PRUNE_AT = 2_000_000
+_SCORE_CHUNK_QUERIES = 32  # queries scored together in search_batch (bounds the dense score block)
+
+Hit = tuple[str, float]
+
+
+class BM25Index:
+    """An in-memory BM25 index over one :class:`Corpus`; build with :meth:`build` or :meth:`load`."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        analyzer: TextAnalyzer,
+        vocabulary: list[str],
+        term_freqs: sp.csr_matrix,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+    ) -> None:
+        """Prefer :meth:`build` / :meth:`load`; ``term_freqs`` is documents x terms, ids as in ``vocabulary``."""
+        if term_freqs.shape != (len(corpus), len(vocabulary)):
+            raise ValueError(
+                f"term-frequency matrix has shape {term_freqs.shape}, expected ({len(corpus)}, {len(vocabulary)})"
+            )
+        if len(corpus) == 0:
+            raise ValueError(f"corpus {corpus.name!r} is empty; BM25 needs at least one document")
+        self.corpus = corpus
+        self.analyzer = analyzer
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.vocabulary = vocabulary
+        self.term_ids = {term: i for i, term in enumerate(vocabulary)}
+        self.term_freqs = term_freqs
+        self.num_docs = len(corpus)
+        self.total_tokens = int(term_freqs.sum())
+        # gensim Dictionary: avgdl = num_pos / num_docs (empty documents count in N).
+        self.avgdl = self.total_tokens / self.num_docs
+        doc_freqs = np.bincount(term_freqs.indices, minlength=len(vocabulary))
+        self.idf = _lucene_idf(doc_freqs, self.num_docs)
+        doc_lengths = np.asarray(term_freqs.sum(axis=1)).ravel()
+        weights = self._weights(
+            term_freqs.data, np.repeat(doc_lengths, np.diff(term_freqs.indptr)), self.idf[term_freqs.indices]
+        )
+        weighted = sp.csr_matrix((weights.astype(np.float32), term_freqs.indices, term_freqs.indptr), term_freqs.shape)
+        # Terms x documents: a query row times this matrix visits query terms in ascending id, as in gensim.
+        self._term_doc = weighted.T.tocsr()
+        self._term_doc.sort_indices()
+
+    # ------------------------------------------------------------------------------------------ build/cache
+
+    @classmethod
+    def build(
+        cls,
+        corpus: Corpus,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        analyzer: TextAnalyzer | None = None,
+        *,
+        show_progress: bool = True,
+    ) -> BM25Index:
+        """Analyse every document and build the index (``analyzer`` defaults to the Lucene English one)."""
+        analyzer = analyzer if analyzer is not None else default_analyzer()
+        _check_params(k1, b)
+        vocabulary, term_freqs = _count_terms(corpus, analyzer, show_progress)
+        index = cls(corpus, analyzer, vocabulary, term_freqs, k1=k1, b=b)
+        logger.info(
+            "built BM25 index for %s: %d documents, %d terms, %d tokens (avgdl %.2f)",
+            corpus.name,
+            index.num_docs,
+            len(vocabulary),
+            index.total_tokens,
+            index.avgdl,
+        )
+        return index
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the cache; ``meta.json`` goes last so that a half-written cache is never loaded."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "meta.json").unlink(missing_ok=True)  # an old meta must not vouch for new files mid-write
+        buffer = io.BytesIO()
+        sp.save_npz(buffer, self.term_freqs, compressed=False)  # zlib is slow on 10^7+ entries
+        atomic_write_bytes(target / "tf.npz", buffer.getvalue())
+        atomic_write_json(target / "vocabulary.json", self.vocabulary, indent=None)
+        atomic_write_json(target / "meta.json", self._meta())
+        logger.info("saved BM25 index for %s to %s", self.corpus.name, target)
+        return target
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        corpus: Corpus,
+        *,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        analyzer: TextAnalyzer | None = None,
+    ) -> BM25Index:
+        """Load a cache built for exactly this corpus, k1, b and analyser; anything else is refused."""
+        source = Path(directory)
+        meta_path = source / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"no BM25 cache in {source} (meta.json missing); build one with build_or_load_bm25(corpus, {str(source)!r})"
+            )
+        analyzer = analyzer if analyzer is not None else default_analyzer()
+        _check_params(k1, b)
+        with open(meta_path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+        expected = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "corpus_fingerprint": corpus.fingerprint(),
+            "num_docs": len(corpus),
+            "k1": float(k1),
+            "b": float(b),
+            "analyzer": analyzer.name,
+        }
+        mismatches = [
+            f"{key}: cached {meta.get(key)!r}, wanted {value!r}"
+            for key, value in expected.items()
+            if meta.get(key) != value
+        ]
+        if mismatches:
+            raise ValueError(
+                f"BM25 cache {source} was built for a different setting ({'; '.join(mismatches)}); delete the "
+                "directory to rebuild it, or give another cache directory"
+            )
+        with open(source / "vocabulary.json", encoding="utf-8") as handle:
+            vocabulary = json.load(handle)
+        term_freqs = sp.load_npz(source / "tf.npz").tocsr()
+        index = cls(corpus, analyzer, vocabulary, term_freqs, k1=k1, b=b)
+        logger.info("loaded BM25 index for %s from %s (%d terms)", corpus.name, source, len(vocabulary))
+        return index
+
+    def _meta(self) -> dict[str, object]:
+        return {
+            "format_version": CACHE_FORMAT_VERSION,
+            "corpus_name": self.corpus.name,
+            "corpus_fingerprint": self.corpus.fingerprint(),
+            "num_docs": self.num_docs,
+            "num_terms": len(self.vocabulary),
+            "total_tokens": self.total_tokens,
+            "k1": self.k1,
+            "b": self.b,
+            "analyzer": self.analyzer.name,
+        }
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def score_all(self, query: str) -> np.ndarray:
+        """float32 score of every document, in corpus order."""
+        return self._score_block(self._query_matrix(self.analyzer.analyze_batch([query])))[0]
+
+    def search(self, query: str, k: int, excluded_ids: Iterable[str] = ()) -> list[Hit]:
+        """Top ``k`` ``(doc_id, score)`` by score, ties in corpus order, ``excluded_ids`` removed.
+
+        Zero-score documents fill the list when fewer than ``k`` match, as in BRIGHT's ranking.
+        """
+        return self.search_batch([query], k, [excluded_ids])[0]
+
+    def search_batch(
+        self, queries: Sequence[str], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries; the texts are analysed in one batch."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if excluded_ids is not None and len(excluded_ids) != len(queries):
+            raise ValueError(f"excluded_ids has {len(excluded_ids)} entries for {len(queries)} queries")
+        tokens = self.analyzer.analyze_batch(list(queries))
+        results: list[list[Hit]] = []
+        for start in range(0, len(queries), _SCORE_CHUNK_QUERIES):
+            block = self._score_block(self._query_matrix(tokens[start : start + _SCORE_CHUNK_QUERIES]))
+            for offset, scores in enumerate(block):
+                excluded = () if excluded_ids is None else excluded_ids[start + offset]
+                results.append(self._rank(scores, k, excluded))
+        return results
+
+    def _weights(self, tf: np.ndarray, length: np.ndarray, idf: np.ndarray) -> np.ndarray:
+        """gensim LuceneBM25Model.get_term_weights in float64, same operation order (so same rounding)."""
+        k1, b, avgdl = self.k1, self.b, self.avgdl
+        tf = tf.astype(np.float64)
+        return idf * (tf / (tf + k1 * (1 - b + b * length.astype(np.float64) / avgdl)))
+
+    def _query_matrix(self, token_lists: Sequence[list[str]]) -> sp.csr_matrix:
+        """Query-side BM25 weights, one row per query; out-of-vocabulary tokens are dropped first."""
+        indptr = [0]
+        indices: list[int] = []
+        weights: list[np.ndarray] = []
+        for tokens in token_lists:
+            bag = Counter(self.term_ids[token] for token in tokens if token in self.term_ids)
+            if bag:
+                term_ids = np.array(sorted(bag), dtype=np.int64)
+                tf = np.array([bag[term_id] for term_id in term_ids], dtype=np.int64)
+                # |x| = number of in-vocabulary query tokens (gensim: sum of the bag's counts after doc2bow).
+                length = np.full(tf.shape, int(tf.sum()), dtype=np.int64)
+                weights.append(self._weights(tf, length, self.idf[term_ids]))
+                indices.extend(term_ids.tolist())
+            indptr.append(len(indices))
+        data = np.concatenate(weights).astype(np.float32) if weights else np.zeros(0, dtype=np.float32)
+        return sp.csr_matrix(
+            (data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(token_lists), len(self.vocabulary)),
+        )
+
+    def _score_block(self, query_matrix: sp.csr_matrix) -> np.ndarray:
+        # float32 sparse product: scipy accumulates per document over the query row's terms in order.
+        return np.asarray((query_matrix @ self._term_doc).toarray(), dtype=np.float32)
+
+    def _rank(self, scores: np.ndarray, k: int, excluded_ids: Iterable[str]) -> list[Hit]:
+        rows, unknown = [], 0
+        for doc_id in set(excluded_ids):
+            if doc_id == NA:
+                continue
+            if doc_id in self.corpus:
+                rows.append(self.corpus.index_of(doc_id))
+            else:
+                unknown += 1
+        if unknown:
+            # DEVIATION: BRIGHT raises KeyError on an excluded id missing from the corpus; we skip it.
+            logger.warning("%d excluded ids are not in corpus %s; ignored", unknown, self.corpus.name)
+        keep = np.ones(scores.shape[0], dtype=bool)
+        keep[rows] = False
+        candidates = np.flatnonzero(keep)
+        top = top_k_indices(scores[candidates], k)
+        return [(self.corpus.doc_ids[i], float(scores[i])) for i in candidates[top]]
+
+
+def build_or_load_bm25(
+    corpus: Corpus,
+    cache_dir: str | Path,
+    *,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+    analyzer: TextAnalyzer | None = None,
+) -> BM25Index:
+    """Load the index cached in ``cache_dir`` (one directory per corpus) or build and cache it.
+
+    A cache for another corpus or setting raises ``ValueError`` instead of being rebuilt silently.
+    """
+    if (Path(cache_dir) / "meta.json").is_file():
+        return BM25Index.load(cache_dir, corpus, k1=k1, b=b, analyzer=analyzer)
+    index = BM25Index.build(corpus, k1=k1, b=b, analyzer=analyzer)
+    index.save(cache_dir)
+    return index
+
+
+def _count_terms(corpus: Corpus, analyzer: TextAnalyzer, show_progress: bool) -> tuple[list[str], sp.csr_matrix]:
+    """Vocabulary and documents x terms count matrix, term ids assigned as gensim's Dictionary does."""
+    from tqdm import tqdm
+
+    vocabulary: list[str] = []
+    term_ids: dict[str, int] = {}
+    # Compact typed arrays: a large corpus has tens of millions of (document, term) pairs.
+    indptr = array("q", [0])
+    indices = array("i")
+    counts = array("i")
+    warned = False
+    chunks = range(0, len(corpus), _ANALYSIS_CHUNK_DOCS)
+    for start in tqdm(chunks, desc=f"BM25 analyse {corpus.name}", unit="chunk", disable=not show_progress):
+        if not warned and len(vocabulary) > _GENSIM_PRUNE_AT:
+            # DEVIATION: here BRIGHT's gensim Dictionary would keep only the 2M most frequent terms (and later
+            # documents would re-add some with reset counts); we keep all. BRIGHT's largest corpus (leetcode,
+            # 35M tokens) is far from this size, so this should never be logged for BRIGHT.
+            logger.warning(
+                "vocabulary passed %d terms after %d documents: BRIGHT's gensim BM25 would prune rare terms here, "
+                "so scores may differ from BRIGHT's",
+                _GENSIM_PRUNE_AT,
+                start,
+            )
+            warned = True
+        for tokens in analyzer.analyze_batch(corpus.texts[start : start + _ANALYSIS_CHUNK_DOCS]):
+            bag = Counter(tokens)
+            # gensim Dictionary.doc2bow(allow_update=True): a document's new terms get ids in sorted order.
+            for term in sorted(term for term in bag if term not in term_ids):
+                term_ids[term] = len(vocabulary)
+                vocabulary.append(term)
+            pairs = sorted((term_ids[term], count) for term, count in bag.items())
+            indices.extend(term_id for term_id, _ in pairs)
+            counts.extend(count for _, count in pairs)
+            indptr.append(len(indices))
+    term_freqs = sp.csr_matrix(
+        (
+            np.frombuffer(counts, dtype=np.int32).copy(),
+            np.frombuffer(indices, dtype=np.int32).copy(),
+            np.frombuffer(indptr, dtype=np.int64).copy(),
+        ),
+        shape=(len(corpus), len(vocabulary)),
+    )
+    return vocabulary, term_freqs
+
+
+def _check_params(k1: float, b: float) -> None:
+    if not (math.isfinite(k1) and k1 >= 0):
+        raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
+    if not (0.0 <= b <= 1.0):
+        raise ValueError(f"b must be in [0, 1], got {b!r}")
+
+
+def _lucene_idf(doc_freqs: np.ndarray, num_docs: int) -> np.ndarray:
+    """gensim LuceneBM25Model.precompute_idfs, with Python's math.log as gensim uses it."""
+    unique, inverse = np.unique(doc_freqs, return_inverse=True)
+    log_n = math.log(num_docs + 1.0)
+    values = np.array([log_n - math.log(float(df) + 0.5) for df in unique], dtype=np.float64)
+    return values[inverse.ravel()]
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best scores, descending, ties by position (a stable sort's order)."""
+    n = scores.shape[0]
+    if k < n:
+        threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = np.flatnonzero(scores > threshold)
+        tied = np.flatnonzero(scores == threshold)[: k - above.size]
+        chosen = np.concatenate([above, tied])
+    else:
+        chosen = np.arange(n)
+    return chosen[np.lexsort((chosen, -scores[chosen]))]

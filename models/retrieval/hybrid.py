@@ -1,0 +1,86 @@
+"""BM25 hybrid (paper §6.1): per-query z-normalised ``alpha·dense + (1−alpha)·bm25`` over a full corpus.
+
+The choices the paper leaves open (specs/evaluation.md §4) are decided as its recommendation says:
+both retrievers score the *full* corpus, the z-score population is every non-excluded document,
+the std is the population std (ddof 0), so no document is ever missing from one list; a constant
+score list maps to z = 0. At ``alpha = 1`` callers keep the raw dense run instead (no z-scores).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.retrieval.corpus import Corpus, Example
+from models.retrieval.retrievers import BM25Retriever, DenseRetriever
+
+logger = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]  # query id -> doc id -> score, as models.evaluation.metrics reads it
+
+_HYBRID_QUERY_CHUNK = 8  # queries per full-corpus dense search (bounds memory on 400k-doc corpora)
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """z-scores over the finite entries (population std); NaN stays NaN; a constant list maps to 0."""
+    out = np.full(scores.shape, np.nan, dtype=np.float64)
+    mask = np.isfinite(scores)
+    values = scores[mask].astype(np.float64)
+    if values.size:
+        std = values.std()
+        out[mask] = (values - values.mean()) / std if std > 0 else 0.0
+    return out
+
+
+def fuse_scores(dense: np.ndarray, bm25: np.ndarray, alpha: float) -> np.ndarray:
+    """``alpha·z(dense) + (1−alpha)·z(bm25)`` over one query's full-corpus score vectors (NaN = excluded)."""
+    if dense.shape != bm25.shape:
+        raise ValueError(f"score vectors differ in length: dense {dense.shape}, bm25 {bm25.shape}")
+    return alpha * zscore(dense) + (1.0 - alpha) * zscore(bm25)
+
+
+def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best finite scores, descending, ties in position order (a stable sort)."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    values = scores[finite]
+    if k < values.size:
+        kth = -np.partition(-values, k - 1)[k - 1]
+        above = np.flatnonzero(values > kth)
+        chosen = np.concatenate([above, np.flatnonzero(values == kth)[: k - above.size]])
+    else:
+        chosen = np.arange(values.size)
+    return finite[chosen[np.lexsort((chosen, -values[chosen]))]]
+
+
+def hybrid_search(
+    dense: DenseRetriever, bm25: BM25Retriever, examples: Sequence[Example], alpha: float, top_k: int
+) -> Run:
+    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid)."""
+    corpus: Corpus = dense.corpus
+    position = {doc_id: i for i, doc_id in enumerate(corpus.doc_ids)}
+    doc_ids = np.asarray(corpus.doc_ids, dtype=object)
+    query_embs = dense.encoder.encode_queries([e.query for e in examples], task=dense.task)
+    run: Run = {}
+    constant = 0
+    for start in range(0, len(examples), _HYBRID_QUERY_CHUNK):
+        chunk = examples[start : start + _HYBRID_QUERY_CHUNK]
+        ids, scores = dense.index.search(
+            query_embs[start : start + len(chunk)], len(corpus), [e.excluded_ids for e in chunk]
+        )
+        for example, q_ids, q_scores in zip(chunk, ids, scores, strict=True):
+            dense_scores = np.full(len(corpus), np.nan)
+            dense_scores[[position[d] for d in q_ids]] = q_scores
+            bm25_scores = bm25.index.score_all(example.query).astype(np.float64)
+            bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
+            constant += int(np.nanstd(bm25_scores) == 0) + int(np.nanstd(dense_scores) == 0)
+            fused = fuse_scores(dense_scores, bm25_scores, alpha)
+            best = top_k_stable(fused, top_k)
+            run[example.query_id] = dict(zip(doc_ids[best].tolist(), fused[best].tolist(), strict=True))
+    if constant:
+        logger.warning(
+            "hybrid: %d score lists were constant (e.g. no query term in the BM25 vocabulary); z = 0", constant
+        )
+    logger.info("hybrid alpha %.2f: fused %d queries over %d documents", alpha, len(run), len(corpus))
+    return run

@@ -101,6 +101,16 @@ def expand_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
     return _values_to_argv(parser, {k: v for k, v in values.items() if k not in given}, known.config) + rest
 
 
+def require_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """``parser.error`` for the first of ``names`` that neither the command line nor ``--config`` gave.
+
+    Stages declare such flags without ``required=True`` so that a config file can supply them.
+    """
+    for name in names:
+        if getattr(args, name) in (None, "", [], ()):
+            parser.error(f"--{name} is required")
+
+
 def read_config_values(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The flag values in ``path``: a flat object, or the ``settings`` of a record a stage wrote."""
     try:

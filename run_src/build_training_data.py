@@ -41,6 +41,7 @@ from models.stage import (
     configure_logging,
     parse_flags,
     read_record,
+    require_flags,
     run_stage,
 )
 from run_src.query_synthesis.assembly import (
@@ -144,9 +145,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
-    for flag in ("queries_dir", "output"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "queries_dir", "output")
     values = {k: v for k, v in vars(args).items() if k != "config"}
     values["queries_dir"] = tuple(dict.fromkeys(values["queries_dir"]))
     if values["query_types"] is not None:

@@ -78,7 +78,9 @@ class EncodeConfig:
 
     def settings(self, split: str) -> dict[str, object]:
         """The record's flag values for one split (``splits`` becomes that ``split``)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("encoder", "splits")}
+        values = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("encoder", "splits")
+        }
         return {"split": split, **values, **self.encoder.as_flags()}
 
 
@@ -104,13 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     settings = load_settings()
     parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
     add_config_argument(parser)
-    parser.add_argument("--split", dest="splits", action="append", default=None,
-                        help="corpus split to encode (repeatable), e.g. theoremqa_theorems, aops, champ")
+    parser.add_argument(
+        "--split",
+        dest="splits",
+        action="append",
+        default=None,
+        help="corpus split to encode (repeatable), e.g. theoremqa_theorems, aops, champ",
+    )
     parser.add_argument("--source", default=settings.bright_dir or "hf", help="hf | mirror dir | JSONL file")
     parser.add_argument("--long_context", action="store_true", help="encode long_documents instead of documents")
     parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="default $BRIGHT_CACHE_DIR")
-    parser.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE,
-                        help="documents per resumable shard (a resumed build keeps its first size)")
+    parser.add_argument(
+        "--shard_size",
+        type=int,
+        default=DEFAULT_SHARD_SIZE,
+        help="documents per resumable shard (a resumed build keeps its first size)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_encoder_arguments(parser, documents_only=True)
     return parser  # fmt: skip

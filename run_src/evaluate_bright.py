@@ -50,7 +50,7 @@ from typing import Any
 from models.embedded.champ import source_with_champ
 from models.evaluation.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_run
 from models.evaluation.runs import check_no_excluded, gold_ids, postprocess_run, qrels_from_examples
-from models.evaluation.tasks import RETRIEVERS, TASKS, hybrid_alpha_for
+from models.evaluation.tasks import RETRIEVERS, TASKS, encoder_flags_for, hybrid_alpha_for
 from models.io_utils import atomic_write_json
 from models.retrieval.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, QUERY_TYPES, Corpus, Example
 from models.retrieval.encoder_flags import (
@@ -73,6 +73,7 @@ from models.stage import (
     check_rerun,
     configure_logging,
     parse_flags,
+    require_flags,
     run_stage,
 )
 
@@ -162,9 +163,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
-    for flag in ("task", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "task", "output_dir")
     if not args.model and not args.scores:
         parser.error("--model is required (a retriever key), unless --scores names a run file to evaluate")
     if args.long_context and args.task in BRIGHT_SPLITS and args.task not in LONG_DOCUMENT_SPLITS:
@@ -187,14 +186,17 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
 
     encoder = EncoderFlags.from_args(args)
     if spec is not None and spec.kind == "dense":
-        default_path = spec.default_model_path(settings) if spec.default_model_path else ""
-        encoder = encoder.with_defaults(model_path=default_path, pooling=spec.pooling, text_format=spec.text_format)
+        encoder = encoder_flags_for(args.model, encoder, settings)
         if not encoder.model_path and not args.scores:
             parser.error(f"--model {args.model} needs --model_path (a model directory or Hub id)")
         # BRIGHT's instruction for the task unless --instruction_task says otherwise.
-        encoder = dataclasses.replace(encoder, instruction_task=encoder.instruction_task or TASKS[args.task].instruction_task)
+        encoder = dataclasses.replace(
+            encoder, instruction_task=encoder.instruction_task or TASKS[args.task].instruction_task
+        )
         if encoder.instruction_task not in (NO_INSTRUCTION, *BRIGHT_SPLITS):
-            parser.error(f"--instruction_task {encoder.instruction_task!r}: use a BRIGHT split key or '{NO_INSTRUCTION}'")
+            parser.error(
+                f"--instruction_task {encoder.instruction_task!r}: use a BRIGHT split key or '{NO_INSTRUCTION}'"
+            )
         problem = check_encoder_flags(encoder) if encoder.model_path else None
         if problem:
             parser.error(problem)
@@ -258,7 +260,11 @@ def build_retriever(config: EvalConfig, corpus: Corpus) -> Retriever:
     encoder = build_encoder(encoder_config)
     # The cache is named by the encoder (one rule for every stage), so stage 1 and dense and hybrid runs share it.
     return DenseRetriever.from_cache(
-        encoder, corpus, config.cache_root, doc_cache_name(encoder_config), task=config.encoder.instruction_split(config.task)
+        encoder,
+        corpus,
+        config.cache_root,
+        doc_cache_name(encoder_config),
+        task=config.encoder.instruction_split(config.task),
     )
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from models.evaluation.rarb_data import EVAL_SPLIT, RARB_TASKS, get_task
-from models.evaluation.tasks import DENSE_RETRIEVERS
+from models.evaluation.tasks import DENSE_RETRIEVERS, encoder_flags_for
 from models.io_utils import atomic_write_json
 from models.retrieval.encoder_flags import (
     INFORMATIONAL_ENCODER_FLAGS,
@@ -44,7 +44,15 @@ from models.retrieval.encoder_flags import (
 )
 from models.retrieval.model_identity import model_fingerprint
 from models.settings import Settings, load_settings
-from models.stage import StageRecord, add_config_argument, check_rerun, configure_logging, parse_flags, run_stage
+from models.stage import (
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    require_flags,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +116,8 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
-    for flag in ("model", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
-    spec = DENSE_RETRIEVERS[args.model]
-    encoder = EncoderFlags.from_args(args).with_defaults(
-        model_path=spec.default_model_path(settings) if spec.default_model_path else "",
-        pooling=spec.pooling,
-        text_format=spec.text_format,
-    )
+    require_flags(parser, args, "model", "output_dir")
+    encoder = encoder_flags_for(args.model, EncoderFlags.from_args(args), settings)
     if not encoder.model_path:
         parser.error(f"--model {args.model} needs --model_path (a model directory or Hub id)")
     if encoder.instruction_task or encoder.query_instruction is not None:

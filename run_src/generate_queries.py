@@ -50,6 +50,7 @@ from models.stage import (
     configure_logging,
     mark_success,
     parse_flags,
+    require_flags,
     run_stage,
 )
 from run_src.query_synthesis.llm_queries import QueryPrompts
@@ -244,9 +245,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
-    for flag in ("run_dirs", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "run_dirs", "output_dir")
     dense = EncoderFlags.from_args(args, prefix="dense_")
     if dense.model_path:
         dense = dense.with_defaults()
@@ -530,7 +529,13 @@ def discard_outputs(out: Path) -> None:
     """What ``--overwrite`` removes: this stage's files in ``out`` (nothing else there is touched)."""
     import shutil
 
-    for name in (RECORD_NAME, "nodes.jsonl", "summary.json", SUCCESS_MARKER, *(queries_file(out, t).name for t in QUERY_TYPES)):
+    for name in (
+        RECORD_NAME,
+        "nodes.jsonl",
+        "summary.json",
+        SUCCESS_MARKER,
+        *(queries_file(out, t).name for t in QUERY_TYPES),
+    ):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "cache", ignore_errors=True)
 

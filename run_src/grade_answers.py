@@ -26,7 +26,15 @@ from typing import Any
 from models.answers.checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
 from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
 from models.settings import load_settings
-from models.stage import StageRecord, add_config_argument, check_rerun, configure_logging, parse_flags, run_stage
+from models.stage import (
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    require_flags,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(parser)
     parser.add_argument("--input", help="JSONL with id, prediction, gold on every line (required)")
     parser.add_argument("--output", help="JSONL to write: the input lines plus 'correct' (required)")
-    parser.add_argument("--llm_judge", action="store_true",
-                        help="ask the generator LLM about answers the symbolic checks rejected")
-    parser.add_argument("--generator_url", default=settings.generator_url,
-                        help="OpenAI-compatible base URL for --llm_judge (default: $GENERATOR_URL)")
-    parser.add_argument("--model", default=settings.generator_model,
-                        help="served model name for --llm_judge (default: $GENERATOR_MODEL)")
-    parser.add_argument("--timeout_s", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="time limit of the symbolic check per item; a timeout counts as wrong")
+    parser.add_argument(
+        "--llm_judge", action="store_true", help="ask the generator LLM about answers the symbolic checks rejected"
+    )
+    parser.add_argument(
+        "--generator_url",
+        default=settings.generator_url,
+        help="OpenAI-compatible base URL for --llm_judge (default: $GENERATOR_URL)",
+    )
+    parser.add_argument(
+        "--model",
+        default=settings.generator_model,
+        help="served model name for --llm_judge (default: $GENERATOR_MODEL)",
+    )
+    parser.add_argument(
+        "--timeout_s",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="time limit of the symbolic check per item; a timeout counts as wrong",
+    )
     parser.add_argument("--num_workers", type=int, default=1, help="symbolic worker processes")
     parser.add_argument("--overwrite", action="store_true", help="replace an output graded with other settings")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
@@ -72,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> GradeConfig:
     parser = build_parser()
     args = parse_flags(parser, argv)
-    for flag in ("input", "output"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "input", "output")
     if args.llm_judge and not args.model:
         parser.error("--llm_judge needs --model (the served model name) or GENERATOR_MODEL in the environment")
     if args.timeout_s <= 0:
@@ -142,7 +159,9 @@ async def _judge_rejected(
     client = build_llm_client(
         config_from_settings(load_settings(), "openai-compatible", model=config.model, base_url=config.generator_url)
     )
-    todo = [i for i, r in enumerate(results) if not r.correct and r.extracted is not None and items[i]["gold"] is not None]
+    todo = [
+        i for i, r in enumerate(results) if not r.correct and r.extracted is not None and items[i]["gold"] is not None
+    ]
     logger.info("asking the LLM judge about %d of %d items", len(todo), len(items))
     failures = 0
 
@@ -163,7 +182,9 @@ async def _judge_rejected(
     for index, verdict in zip(todo, verdicts, strict=True):
         if verdict:
             old = results[index]
-            updated[index] = GradeResult(True, old.extracted, old.normalized_prediction, old.normalized_gold, "llm_judge")
+            updated[index] = GradeResult(
+                True, old.extracted, old.normalized_prediction, old.normalized_gold, "llm_judge"
+            )
     return updated, failures
 
 
@@ -194,9 +215,16 @@ def grade_file(config: GradeConfig) -> None:
         methods[r.method] = methods.get(r.method, 0) + 1
     record.derived = {"summary": summary, "methods": methods, "judge_failures": judge_failures}
     record.write(record_path(config))
-    logger.info("graded %d items: %d correct (%d symbolic, %d by the judge, %d judge failures); methods %s; wrote %s",
-                len(items), n_correct, symbolic_correct, n_correct - symbolic_correct, judge_failures, methods,
-                config.output)
+    logger.info(
+        "graded %d items: %d correct (%d symbolic, %d by the judge, %d judge failures); methods %s; wrote %s",
+        len(items),
+        n_correct,
+        symbolic_correct,
+        n_correct - symbolic_correct,
+        judge_failures,
+        methods,
+        config.output,
+    )
     print(json.dumps(summary))
 
 

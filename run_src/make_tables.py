@@ -48,6 +48,7 @@ from models.stage import (
     configure_logging,
     mark_success,
     parse_flags,
+    require_flags,
     run_stage,
 )
 
@@ -386,9 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None = None) -> TablesConfig:
     parser = build_parser()
     args = parse_flags(parser, argv)
-    for flag in ("results_root", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "results_root", "output_dir")
     for pair in args.model_map:
         if "=" not in pair or not all(pair.split("=", 1)):
             parser.error(f"--model_map {pair!r}: expected NAME=KEY, e.g. rader=rader-qwen2.5-7b-math-llmq-cot-lexical")

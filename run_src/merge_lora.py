@@ -46,6 +46,7 @@ from models.stage import (
     is_finished,
     mark_success,
     parse_flags,
+    require_flags,
     run_stage,
 )
 
@@ -103,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> MergeConfig:
     parser = build_parser()
     args = parse_flags(parser, None if argv is None else list(argv))
-    for flag in ("adapter", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "adapter", "output_dir")
     return MergeConfig(**{k: v for k, v in vars(args).items() if k != "config"})
 
 
@@ -128,8 +127,11 @@ def resolve_settings(config: MergeConfig, base_model: str, tokenizer: Any) -> An
             logger.warning("overriding %s from the flags: %s", SETTINGS_FILE, overrides)
             settings = dataclasses.replace(settings, **overrides)
     else:
-        missing = [k for k in ("pooling", "query_prefix", "passage_prefix", "append_eos_token", "normalize")
-                   if k not in overrides]
+        missing = [
+            k
+            for k in ("pooling", "query_prefix", "passage_prefix", "append_eos_token", "normalize")
+            if k not in overrides
+        ]
         if missing:
             raise ValueError(
                 f"{path} not found (adapter not trained by run_src.train_retriever); pass "
@@ -204,7 +206,10 @@ def sentence_transformers_tokenizer_args(tokenizer: Any, append_eos: bool, model
     if list(with_eos) != list(plain) + [tokenizer.eos_token_id]:
         logger.warning(
             "add_eos_token gives %s instead of %s + [%d]; ST users must append %r to their texts",
-            with_eos[-4:], plain[-3:], tokenizer.eos_token_id, tokenizer.eos_token,
+            with_eos[-4:],
+            plain[-3:],
+            tokenizer.eos_token_id,
+            tokenizer.eos_token,
         )
         return None
     return kwargs

@@ -43,7 +43,15 @@ from typing import Any
 
 from models.answers.extraction import extract_boxed
 from models.io_utils import atomic_write_json
-from models.stage import StageRecord, add_config_argument, check_rerun, configure_logging, parse_flags, run_stage
+from models.stage import (
+    StageRecord,
+    add_config_argument,
+    check_rerun,
+    configure_logging,
+    parse_flags,
+    require_flags,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None = None) -> PrepareConfig:
     parser = build_parser()
     args = parse_flags(parser, argv)
-    for flag in ("dataset", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "dataset", "output_dir")
     limit = args.limit if args.limit is not None else DEFAULT_LIMITS[args.dataset]
     if limit is not None and limit < 1:
         parser.error(f"--limit must be >= 1, got {limit}")

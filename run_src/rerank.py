@@ -87,6 +87,7 @@ from models.stage import (
     configure_logging,
     parse_flags,
     read_record,
+    require_flags,
     run_stage,
 )
 
@@ -244,9 +245,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
-    for flag in ("task", "reranker", "output_dir"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "task", "reranker", "output_dir")
     if not (args.first_stage_dir or args.first_stage):
         parser.error("one of --first_stage_dir or --first_stage is required")
     if args.long_context and args.task in BRIGHT_SPLITS and args.task not in LONG_DOCUMENT_SPLITS:

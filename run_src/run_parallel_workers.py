@@ -44,6 +44,7 @@ from models.stage import (
     check_rerun,
     configure_logging,
     parse_flags,
+    require_flags,
     run_stage,
 )
 from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
@@ -368,9 +369,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
     """Flags (``--config`` included) with the derived defaults filled in; bad values exit through argparse."""
     parser = build_parser(settings)
     args = parse_flags(parser, None if argv is None else list(argv))
-    for flag in ("dataset_name", "model_ckpt"):
-        if not getattr(args, flag):
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "dataset_name", "model_ckpt")
     for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")

@@ -26,7 +26,7 @@ from typing import Any
 
 from models.retrieval.encoder_flags import EncoderFlags, add_encoder_arguments, check_encoder_flags, doc_cache_name
 from models.settings import load_settings
-from models.stage import StageError, add_config_argument, configure_logging, parse_flags, run_stage
+from models.stage import StageError, add_config_argument, configure_logging, parse_flags, require_flags, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> ServeConfig:
     parser = build_parser()
     args = parse_flags(parser, argv)
-    for flag in ("retriever", "split", "port"):
-        if getattr(args, flag) is None:
-            parser.error(f"--{flag} is required")
+    require_flags(parser, args, "retriever", "split", "port")
     encoder = EncoderFlags.from_args(args)
     if args.retriever == "dense":
         encoder = encoder.with_defaults()
@@ -88,7 +86,9 @@ def parse_config(argv: list[str] | None) -> ServeConfig:
             parser.error(problem)
     elif encoder != EncoderFlags():
         parser.error("--retriever bm25 takes no dense-encoder flags (--model_path, --pooling, ...)")
-    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if f.name != "encoder"}
+    values: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if f.name != "encoder"
+    }
     return ServeConfig(encoder=encoder, **values)
 
 

@@ -27,7 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.stage import EXIT_USAGE
+
 logger = logging.getLogger(__name__)
+
+STAGE = "train_reranker"
 
 
 @dataclass
@@ -86,71 +90,33 @@ def build_reranker(model_args: Any, lora_args: Any, text_args: Any, training_arg
 
 def run(argv: Sequence[str] | None = None) -> RunResult:
     """Parse, check, train and save; exit code 2 for bad flags or input, before any compute."""
-    from transformers import HfArgumentParser, set_seed
-
     from models.training.arguments import RERANKER_ARGUMENT_CLASSES
     from models.training.collator import RerankerCollator
-    from models.training.dataset import RerankerTrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.training.dataset import RerankerTrainDataset
     from models.training.reranker_trainer import RerankerTrainer
-    from models.training.run_setup import (
-        init_distributed,
-        parse_arguments,
-        prepare_output_dir,
-        run_record,
-        setup_logging,
-        train_and_mark_success,
-        write_run_config,
-    )
+    from models.training.run_setup import record_training_run, start_training_run, train_and_mark_success
 
-    parser = HfArgumentParser(RERANKER_ARGUMENT_CLASSES)
     try:
-        model_args, lora_args, data_args, text_args, training_args = parse_arguments(parser, argv)
-    except ValueError as err:
-        logging.basicConfig(level=logging.INFO)
-        logger.error("%s", err)
-        return RunResult(2)
-    setup_logging(training_args)
-    init_distributed(training_args)
-    parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
-    record = run_record(parts, training_args, stage="train_reranker")
-    try:
-        resume = prepare_output_dir(training_args, record)
-        set_seed(training_args.seed)
-        records = load_train_records(data_args)
-        corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
-        model = build_reranker(model_args, lora_args, text_args, training_args)
+        training = start_training_run(RERANKER_ARGUMENT_CLASSES, argv, STAGE)
+        model = build_reranker(training.model_args, training.lora_args, training.text_args, training.training_args)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
-        return RunResult(2)
+        return RunResult(EXIT_USAGE)
     except OSError as err:  # transformers' message for a model it cannot find or read
-        logger.error("--model_name_or_path %s cannot be loaded: %s", model_args.model_name_or_path, err)
-        return RunResult(2)
-    dataset = RerankerTrainDataset(records, data_args, seed=training_args.seed, corpus=corpus)
-    if training_args.dataloader_num_workers > 0:
-        logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
-    logger.info("training set: %d records (%s format), group size %d", len(dataset), dataset.format,
-                data_args.train_group_size)  # fmt: skip
-
+        logger.error("--model_name_or_path %s cannot be loaded: %s", training.model_args.model_name_or_path, err)
+        return RunResult(EXIT_USAGE)
+    args, data_args = training.training_args, training.data_args
+    dataset = RerankerTrainDataset(training.records, data_args, seed=args.seed, corpus=training.corpus)
     trainer = RerankerTrainer(
         model=model,
-        args=training_args,
+        args=args,
         train_dataset=dataset,
         data_collator=RerankerCollator(model.encode_pairs, data_args.train_group_size),
         group_size=data_args.train_group_size,
     )
     dataset.set_trainer(trainer)
-    if trainer.is_world_process_zero():
-        derived = {
-            "world_size": training_args.world_size,
-            "records": len(dataset),
-            "record_format": dataset.format,
-            "resume_from_checkpoint": resume,
-            "reranker": model.describe(),
-            "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
-        }
-        write_run_config(training_args.output_dir, record, derived)
-
-    train_and_mark_success(trainer, training_args.output_dir, resume)
+    record_training_run(training, trainer, dataset, reranker=model.describe())
+    train_and_mark_success(trainer, args.output_dir, training.resume)
     return RunResult(0, trainer)
 
 

@@ -21,7 +21,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from models.stage import EXIT_USAGE
+
 logger = logging.getLogger(__name__)
+
+STAGE = "train_retriever"
 
 
 def model_dtype(training_args: Any) -> Any:
@@ -68,54 +72,26 @@ def inference_settings(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from transformers import HfArgumentParser, set_seed
-
     from models.training.arguments import RETRIEVER_ARGUMENT_CLASSES
     from models.training.collator import ContrastiveCollator
-    from models.training.dataset import TrainDataset, load_corpus_lookup, load_train_records, record_format
+    from models.training.dataset import TrainDataset
     from models.training.model import ContrastiveEncoder
-    from models.training.run_setup import (
-        init_distributed,
-        parse_arguments,
-        prepare_output_dir,
-        run_record,
-        setup_logging,
-        train_and_mark_success,
-        write_run_config,
-    )
+    from models.training.run_setup import record_training_run, start_training_run, train_and_mark_success
     from models.training.trainer import ContrastiveTrainer
 
-    parser = HfArgumentParser(RETRIEVER_ARGUMENT_CLASSES)
     try:
-        model_args, lora_args, data_args, text_args, training_args = parse_arguments(parser, argv)
-    except ValueError as err:
-        logging.basicConfig(level=logging.INFO)
-        logger.error("%s", err)
-        return 2
-    setup_logging(training_args)
-    init_distributed(training_args)
-    parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
-    record = run_record(parts, training_args, stage="train_retriever")
-    try:
-        resume = prepare_output_dir(training_args, record)
-        set_seed(training_args.seed)
+        run = start_training_run(RETRIEVER_ARGUMENT_CLASSES, argv, STAGE)
+        model_args, text_args = run.model_args, run.text_args
         tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args.cache_dir)
-        records = load_train_records(data_args)
-        corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
-        return 2
-    dataset = TrainDataset(records, data_args, text_args, seed=training_args.seed, corpus=corpus)
-    if training_args.dataloader_num_workers > 0:
-        logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
-    logger.info(
-        "training set: %d records (%s format), group size %d", len(dataset), dataset.format, data_args.train_group_size
-    )
-
+        return EXIT_USAGE
+    training_args = run.training_args
+    dataset = TrainDataset(run.records, run.data_args, text_args, seed=training_args.seed, corpus=run.corpus)
     dtype = model_dtype(training_args)
-    model = ContrastiveEncoder.build(model_args, lora_args, dtype, training_args.gradient_checkpointing)
+    model = ContrastiveEncoder.build(model_args, run.lora_args, dtype, training_args.gradient_checkpointing)
     hidden = getattr(model.hf_model.config, "hidden_size", None)
-    settings = inference_settings(model_args, lora_args, text_args, tokenizer, dtype, hidden)
+    settings = inference_settings(model_args, run.lora_args, text_args, tokenizer, dtype, hidden)
     collator = ContrastiveCollator(
         tokenizer,
         query_max_len=text_args.query_max_len,
@@ -132,18 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         inference_settings=settings,
     )
     dataset.set_trainer(trainer)
-    if trainer.is_world_process_zero():
-        derived = {
-            "world_size": training_args.world_size,
-            "records": len(dataset),
-            "record_format": dataset.format,
-            "resume_from_checkpoint": resume,
-            "inference_settings": settings.to_dict(),
-            "deepspeed_scheduler": training_args.uses_deepspeed_scheduler(),
-        }
-        write_run_config(training_args.output_dir, record, derived)
-
-    train_and_mark_success(trainer, training_args.output_dir, resume)
+    record_training_run(run, trainer, dataset, inference_settings=settings.to_dict())
+    train_and_mark_success(trainer, training_args.output_dir, run.resume)
     return 0
 
 

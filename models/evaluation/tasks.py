@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.retrieval.corpus import BRIGHT_SPLITS
+from models.retrieval.encoder_flags import EncoderFlags
 from models.settings import Settings
 
 
@@ -88,3 +89,13 @@ RETRIEVERS: dict[str, RetrieverSpec] = {
     ),
 }
 DENSE_RETRIEVERS = {name: spec for name, spec in RETRIEVERS.items() if spec.kind == "dense"}
+
+
+def encoder_flags_for(key: str, flags: EncoderFlags, settings: Settings) -> EncoderFlags:
+    """``flags`` with the empty ones filled from the dense retriever ``key`` (its model path, pooling, format)."""
+    spec = RETRIEVERS[key]
+    return flags.with_defaults(
+        model_path=spec.default_model_path(settings) if spec.default_model_path else "",
+        pooling=spec.pooling,
+        text_format=spec.text_format,
+    )

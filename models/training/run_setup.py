@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -166,6 +167,75 @@ def write_run_config(output_dir: str | Path, record: StageRecord, derived: dict[
     """``<output_dir>/train_config.json``: the record plus what the run found (records, versions, argv)."""
     record.derived = {**derived, "versions": library_versions(), "argv": sys.argv}
     return record.write(Path(output_dir) / STAGE_RECORD)
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What both drivers have once flags, output directory and training records check out."""
+
+    model_args: Any
+    lora_args: Any
+    data_args: Any
+    text_args: Any
+    training_args: Any
+    record: StageRecord
+    resume: str | None
+    records: Any  # the training records (a ``datasets.Dataset``)
+    corpus: Any  # the passage lookup of Tevatron v2 records, else None
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        return {"model": self.model_args, "lora": self.lora_args, "data": self.data_args, "text": self.text_args}
+
+
+def start_training_run(argument_classes: Sequence[type], argv: Sequence[str] | None, stage: str) -> TrainingRun:
+    """Parse the flags, set up logging and the process group, apply the output-directory rules (refusing a
+    rerun with other settings), seed, and read the training records.
+
+    ``ValueError``/``FileNotFoundError`` mean bad flags or input; the drivers report them and exit 2.
+    """
+    from transformers import HfArgumentParser, set_seed
+
+    from models.training.dataset import load_corpus_lookup, load_train_records, record_format
+
+    try:
+        model_args, lora_args, data_args, text_args, training_args = parse_arguments(
+            HfArgumentParser(argument_classes), argv
+        )
+    except ValueError:
+        logging.basicConfig(level=logging.INFO)
+        raise
+    setup_logging(training_args)
+    init_distributed(training_args)
+    parts = {"model": model_args, "lora": lora_args, "data": data_args, "text": text_args}
+    record = run_record(parts, training_args, stage)
+    resume = prepare_output_dir(training_args, record)
+    set_seed(training_args.seed)
+    records = load_train_records(data_args)
+    corpus = load_corpus_lookup(data_args) if record_format(records.column_names) == "v2" else None
+    return TrainingRun(model_args, lora_args, data_args, text_args, training_args, record, resume, records, corpus)
+
+
+def record_training_run(run: TrainingRun, trainer: Any, dataset: Any, **derived: Any) -> None:
+    """Log the training set and, on rank 0, write ``train_config.json`` (the record plus what was found)."""
+    if run.training_args.dataloader_num_workers > 0:
+        logger.warning("dataloader workers hold a copy of the dataset: the epoch-dependent group sampling stays at 0")
+    logger.info(
+        "training set: %d records (%s format), group size %d",
+        len(dataset),
+        dataset.format,
+        run.data_args.train_group_size,
+    )
+    if trainer.is_world_process_zero():
+        facts = {
+            "world_size": run.training_args.world_size,
+            "records": len(dataset),
+            "record_format": dataset.format,
+            "resume_from_checkpoint": run.resume,
+            "deepspeed_scheduler": run.training_args.uses_deepspeed_scheduler(),
+            **derived,
+        }
+        write_run_config(run.training_args.output_dir, run.record, facts)
 
 
 def train_and_mark_success(trainer: Any, output_dir: str | Path, resume: str | None) -> None:

@@ -228,7 +228,14 @@ def run(config: BuildConfig) -> dict[str, Any]:
 
     output = Path(config.output)
     records, types, sources = read_inputs(config)
-    record = StageRecord(STAGE, _flags(config), informational=INFORMATIONAL, identity={"inputs": sources})
+    record = StageRecord(
+        STAGE,
+        _flags(config),
+        informational=INFORMATIONAL,
+        identity={"inputs": sources},
+        # What the trained model will say it was trained on (models.evaluation.recipes reads it back).
+        derived={"query_types": list(types), "datasets": sorted({r.source for r in records})},
+    )
     if not config.overwrite:
         check_rerun(side_file(output, "config.json"), record, fresh_run="pass --overwrite or another --output")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ Owns the orchestration of specs/evaluation.md §2.2 plus the BM25 hybrid of §4;
 
 Output (DESIGN.md §3, Evaluation): one run directory per (run name, query type, task),
 ``<output_dir>/<model_name>/<query_type>/<task>[_long]/``, so runs with and without reasoning
-queries never collide (BRIGHT pitfall §10.4). ``model_name`` defaults to the ``--model`` key, plus
+queries never collide (BRIGHT pitfall §10.4). ``model_name`` defaults to the ``--model`` key (with
+``--model_path``: ``<key>-<model folder>``, so two checkpoints never share a run), plus
 ``+bm25`` (or ``+bm25_a<alpha>`` for an explicit alpha) for hybrids; with ``--scores`` it defaults to the
 file's stem. It holds
 
@@ -49,8 +50,9 @@ from typing import Any
 
 from models.embedded.champ import source_with_champ
 from models.evaluation.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_run
+from models.evaluation.recipes import model_recipe
 from models.evaluation.runs import check_no_excluded, gold_ids, postprocess_run, qrels_from_examples
-from models.evaluation.tasks import RETRIEVERS, TASKS, encoder_flags_for, hybrid_alpha_for
+from models.evaluation.tasks import RETRIEVERS, TASKS, default_run_name, encoder_flags_for, hybrid_alpha_for
 from models.io_utils import atomic_write_json
 from models.retrieval.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, QUERY_TYPES, Corpus, Example
 from models.retrieval.encoder_flags import (
@@ -180,7 +182,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     if args.model_name:
         model_name = args.model_name
     elif args.model:
-        model_name = args.model + _hybrid_suffix(args.hybrid_bm25_alpha, alpha)
+        model_name = default_run_name(args.model, args.model_path, settings) + _hybrid_suffix(args.hybrid_bm25_alpha, alpha)
     else:
         model_name = Path(args.scores).stem
 
@@ -308,8 +310,17 @@ def stage_record(config: EvalConfig, source: str) -> StageRecord:
             "source": source,
             "query_instruction_text": instruction_text(config),
             "k_values": list(DEFAULT_K_VALUES),
+            "recipe": recipe_of(config),
         },
     )
+
+
+def recipe_of(config: EvalConfig) -> str | None:
+    """Which paper row this run reproduces (:mod:`models.evaluation.recipes`); ``None`` for external runs."""
+    if config.scores:
+        return None
+    recipe = model_recipe(config.model, config.encoder.model_path or None)
+    return recipe + "+bm25" if recipe and config.hybrid_bm25_alpha is not None else recipe
 
 
 def run_evaluation(config: EvalConfig) -> dict[str, float]:

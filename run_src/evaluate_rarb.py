@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from models.evaluation.rarb_data import EVAL_SPLIT, RARB_TASKS, get_task
-from models.evaluation.tasks import DENSE_RETRIEVERS, encoder_flags_for
+from models.evaluation.tasks import DENSE_RETRIEVERS, default_run_name, encoder_flags_for
 from models.io_utils import atomic_write_json
 from models.retrieval.encoder_flags import (
     INFORMATIONAL_ENCODER_FLAGS,
@@ -137,7 +137,7 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
         parser.error(f"--data_dir {args.data_dir} is not a directory")
     return RarbConfig(
         model=args.model,
-        model_name=args.model_name or args.model,
+        model_name=args.model_name or default_run_name(args.model, args.model_path, settings),
         tasks=tuple(dict.fromkeys(args.tasks)),
         output_dir=args.output_dir,
         data_dir=args.data_dir,

@@ -10,11 +10,14 @@ another depth, or under a folder that is not a query type, is refused: such a tr
 by ``evaluate_bright`` and guessing what its folders mean would put numbers in the wrong cells.
 
 The paper's numbers are data, ``models/evaluation/paper_results.json`` (transcribed from
-specs/evaluation.md §9.1/§9.2, as Pyserini keeps its 2CR targets), including the map from our model
-names to paper rows. Output in ``--output_dir``:
+specs/evaluation.md §9.1/§9.2, as Pyserini keeps its 2CR targets). Our runs are matched to paper rows
+by the recipe their ``config.json`` recorded (:mod:`models.evaluation.recipes`: base model, training
+data and query types, hybrid, reranker), never by folder name; ``--model_map NAME=KEY`` overrides a
+match. Output in ``--output_dir``:
 
 * ``table<N>.md`` / ``table<N>.tex``: one block per model found under the results root, in the
-  paper's split order: our row, the matched paper row and ``Δ = ours − paper``. Numbers are ×100
+  paper's split order: our row, the matched paper row and ``Δ = ours − paper``; then the paper's other
+  rows for reference. Numbers are ×100
   with one decimal as in the paper; a missing split is ``–`` and never filled. Our average is over
   the splits present and carries ``*`` when some are missing; its Δ is then taken against the
   paper's mean over the same splits (the printed average covers all 12, so it would not compare).
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from models.evaluation.paper_results import PAPER_METRIC, PAPER_RESULTS_PATH, PaperResults, PaperRow, load_paper_results
+from models.evaluation.recipes import run_recipe
 from models.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 from models.retrieval.corpus import BRIGHT_SPLITS, QUERY_TYPES
 from models.stage import (
@@ -104,6 +108,22 @@ def collect_results(results_root: str | Path, metric: str) -> Results:
     return results
 
 
+def collect_recipes(results_root: str | Path) -> dict[str, str]:
+    """Our model folder -> the paper row key its runs recorded (:mod:`models.evaluation.recipes`).
+
+    Every run of a model folder must say the same; folders whose runs say nothing are left out.
+    """
+    recipes: dict[str, set[str]] = {}
+    for path in sorted(Path(results_root).glob("*/*/*/config.json")):
+        recipe = run_recipe(json.loads(path.read_text(encoding="utf-8")))
+        if recipe:
+            recipes.setdefault(path.parts[-4], set()).add(recipe)
+    mixed = {model: sorted(found) for model, found in recipes.items() if len(found) > 1}
+    if mixed:
+        raise ValueError(f"runs of one model folder describe different models: {mixed}; give each its own --model_name")
+    return {model: found.pop() for model, found in recipes.items()}
+
+
 # ------------------------------------------------------------------------------------------------ table model
 
 
@@ -125,6 +145,7 @@ class Table:
     splits: tuple[str, ...]
     labels: dict[str, str]
     rows: tuple[TableRow, ...]
+    reference: tuple[PaperRow, ...] = ()  # the paper's rows no run of ours is compared with
 
 
 def average(scores: dict[str, float], splits: tuple[str, ...]) -> tuple[float | None, list[str]]:
@@ -155,7 +176,9 @@ def build_table(number: str, results: Results, paper: PaperResults, metric: str,
             continue  # only extra splits (e.g. champ): they go to the extra table
         matched = spec.rows.get(model_map.get(model, "")) if metric == paper.metric else None
         rows.append(TableRow(model, scores, matched))
-    return Table(number, spec.title, spec.query_type, metric, paper.splits, paper.split_labels, tuple(rows))
+    used = {row.paper.key for row in rows if row.paper is not None}
+    reference = tuple(r for key, r in spec.rows.items() if key not in used) if metric == paper.metric else ()
+    return Table(number, spec.title, spec.query_type, metric, paper.splits, paper.split_labels, tuple(rows), reference)
 
 
 def extra_splits(results: Results, query_types: list[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -206,7 +229,7 @@ def _footnotes(table: Table) -> list[str]:
                 f"`{INCOMPLETE}` {row.model}: average over {len(table.splits) - len(missing)} of {len(table.splits)} "
                 f"splits (missing: {', '.join(missing)}); its Δ uses the paper's mean over the same splits."
             )
-    if any(r.paper and r.paper.copied_from_bright for r in table.rows):
+    if any(r.paper and r.paper.copied_from_bright for r in table.rows) or any(r.copied_from_bright for r in table.reference):
         notes.append("⋆ the paper copied these numbers from BRIGHT.")
     if table.metric != PAPER_METRIC:
         notes.append(f"The paper reports {PAPER_METRIC} only, so {table.metric} has no paper rows.")
@@ -228,6 +251,9 @@ def render_markdown(table: Table) -> str:
             lines.append("| " + " | ".join([row.model if i == 0 else "", kind, *cells]) + " |")
     if not table.rows:
         lines.append(f"| (no runs under query type {table.query_type}) |" + " |" * (len(header) - 1))
+    for i, paper_row in enumerate(table.reference):
+        cells = [fmt(paper_row.scores[s]) for s in table.splits] + [fmt(paper_row.average)]
+        lines.append("| " + " | ".join(["(paper)" if i == 0 else "", f"paper: {paper_row.label}", *cells]) + " |")
     notes = [f"- {note}" for note in _footnotes(table)]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -260,6 +286,11 @@ def render_latex(table: Table) -> str:
         for i, (kind, cells) in enumerate(_cells(table, row)):
             first = latex_escape(row.model) if i == 0 else ""
             lines.append(" & ".join([first, latex_escape(kind), *(_latex_cell(c) for c in cells)]) + r" \\")
+    if table.reference:
+        lines.append(r"\midrule")
+    for paper_row in table.reference:
+        cells = [fmt(paper_row.scores[s]) for s in table.splits] + [fmt(paper_row.average)]
+        lines.append(" & ".join(["", latex_escape(f"paper: {paper_row.label}"), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = " ".join([f"{table.title} ({table.metric} ×100, query type {table.query_type}).", *_footnotes(table)])
     lines.append(r"\caption{" + latex_escape(caption) + "}")
@@ -357,7 +388,7 @@ class TablesConfig:
     table: str
     metric: str
     paper_results: str
-    model_map: tuple[str, ...]  # extra NAME=KEY pairs over the data file's map
+    model_map: tuple[str, ...]  # NAME=KEY pairs over the matches the runs' records give
     overwrite: bool = False
 
     @property
@@ -378,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=KEY",
-        help="compare our model NAME with paper row KEY (repeatable; adds to / overrides the data file's model_map)",
+        help="compare our model NAME with paper row KEY (repeatable; overrides the row its runs' records give)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace tables made with other settings")
     return parser
@@ -400,11 +431,13 @@ def parse_config(argv: list[str] | None = None) -> TablesConfig:
 def make_tables(config: TablesConfig) -> list[Path]:
     """Build the requested tables and extras; returns the files written (``_SUCCESS`` last)."""
     paper = load_paper_results(config.paper_results)
-    model_map = dict(paper.model_map) | dict(pair.split("=", 1) for pair in config.model_map)
+    model_map = collect_recipes(config.results_root) | dict(pair.split("=", 1) for pair in config.model_map)
     known = {key for table in paper.tables.values() for key in table.rows}
-    unknown = sorted(v for v in model_map.values() if v not in known)
+    unknown = sorted(v for _, v in (pair.split("=", 1) for pair in config.model_map) if v not in known)
     if unknown:
         raise ValueError(f"--model_map names unknown paper rows {unknown}; known keys: {sorted(known)}")
+    for model, recipe in sorted(model_map.items()):
+        logger.info("%s: %s", model, f"paper row {recipe}" if recipe in known else f"recipe {recipe} (no paper row)")
     results = collect_results(config.results_root, config.metric)
     out = Path(config.output_dir)
     record = StageRecord(

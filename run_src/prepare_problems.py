@@ -3,6 +3,7 @@
     python -m run_src.prepare_problems --dataset MATH --output_dir outputs/problems
     python -m run_src.prepare_problems --dataset MATH --source ../shared/data/math --output_dir outputs/problems
     python -m run_src.prepare_problems --dataset NUMINA_MATH --limit 10000 --output_dir outputs/problems
+    python -m run_src.prepare_problems --dataset CHAMP --heldout 60 --limit 6 --output_dir outputs/problems
 
 Writes ``<output_dir>/<dataset>/<name>.json``, the layout ``run_src.run_parallel_workers`` reads with
 ``--data_root <output_dir> --dataset_name <dataset> --test_json_filename <name>``: a JSON array of
@@ -24,6 +25,11 @@ Datasets (spec ``specs/mcts.md`` §4):
   one of those five and whose solution has an extractable ``\\boxed{}`` answer, drop repeated problem texts,
   shuffle with ``--seed`` and keep the first ``--limit`` (10,000); default name
   ``filtered_numina_math_10000``. From the Hub (``AI-MO/NuminaMath-CoT``, split ``train``) or a local copy.
+* ``CHAMP`` (the embedded default, ``champ-dataset``): a seeded split of its problems into ``--heldout``
+  evaluation problems and a training pool. The problem file (default name ``train_pool``) holds the first
+  ``--limit`` problems of the pool; the held-out problems go to an evaluation mirror
+  ``<output_dir>/CHAMP/heldout_mirror/{examples,documents}/champ.jsonl`` (``evaluate_bright --bright_dir``)
+  and never into a problem file; ``<name>.split.json`` lists both sides.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from models.stage import (
 logger = logging.getLogger(__name__)
 
 STAGE = "prepare_problems"
-DATASETS = ("MATH", "NUMINA_MATH")
+DATASETS = ("MATH", "NUMINA_MATH", "CHAMP")
 MATH_HUB = "EleutherAI/hendrycks_math"
 MATH_SUBJECTS = (
     "algebra",
@@ -69,8 +75,8 @@ MATH_SUBJECTS = (
 )
 NUMINA_HUB = "AI-MO/NuminaMath-CoT"
 NUMINA_SOURCES = ("orca_math", "amc_aime", "cn_k12", "olympiads", "aops_forum")  # paper §4.1
-DEFAULT_NAMES = {"MATH": "shuffled_train", "NUMINA_MATH": "filtered_numina_math_10000"}
-DEFAULT_LIMITS = {"MATH": None, "NUMINA_MATH": 10_000}
+DEFAULT_NAMES = {"MATH": "shuffled_train", "NUMINA_MATH": "filtered_numina_math_10000", "CHAMP": "train_pool"}
+DEFAULT_LIMITS = {"MATH": None, "NUMINA_MATH": 10_000, "CHAMP": None}
 KEPT_FIELDS = ("level", "type", "source")
 INFORMATIONAL = frozenset({"output_dir", "overwrite"})
 
@@ -83,6 +89,7 @@ class PrepareConfig:
     name: str
     seed: int
     limit: int | None
+    heldout: int
     overwrite: bool
 
     @property
@@ -105,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="", help="file stem (default: shuffled_train / filtered_numina_math_10000)")
     parser.add_argument("--seed", type=int, default=42, help="shuffle seed (recorded)")
     parser.add_argument("--limit", type=int, default=None, help="keep the first N after shuffling (NuminaMath: 10000)")
+    parser.add_argument(
+        "--heldout", type=int, default=0, help="CHAMP: problems held out for evaluation (never searched)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a problem file prepared with other settings")
     return parser
 
@@ -116,8 +126,14 @@ def parse_config(argv: list[str] | None = None) -> PrepareConfig:
     limit = args.limit if args.limit is not None else DEFAULT_LIMITS[args.dataset]
     if limit is not None and limit < 1:
         parser.error(f"--limit must be >= 1, got {limit}")
+    if args.heldout and args.dataset != "CHAMP":
+        parser.error("--heldout splits the CHAMP problems; MATH and NuminaMath come with their own test sets")
+    if args.heldout < 0:
+        parser.error(f"--heldout must be >= 0, got {args.heldout}")
     source = args.source
-    if source != "hf" and not source.startswith("hf:") and not Path(source).exists():
+    if args.dataset == "CHAMP" and source == "hf":
+        source = "champ-dataset"
+    elif source != "hf" and not source.startswith("hf:") and not Path(source).exists():
         parser.error(f"--source {source}: no such file or directory (or give hf / hf:<repo>)")
     return PrepareConfig(
         dataset=args.dataset,
@@ -126,6 +142,7 @@ def parse_config(argv: list[str] | None = None) -> PrepareConfig:
         name=args.name or DEFAULT_NAMES[args.dataset],
         seed=args.seed,
         limit=limit,
+        heldout=args.heldout,
         overwrite=args.overwrite,
     )
 
@@ -206,10 +223,53 @@ def prepare(config: PrepareConfig, rows: Iterable[dict[str, Any]]) -> tuple[list
     return items, dict(sorted(dropped.items()))
 
 
+def champ_split(config: PrepareConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """CHAMP: the training-pool problems (first ``--limit``), and the split written beside them.
+
+    The held-out problems are a seeded draw over every CHAMP problem id; their evaluation mirror holds them
+    as BRIGHT-style examples (with their gold concepts) and the full concept corpus.
+    """
+    from models.embedded.champ import prepare_champ_mirror
+    from models.io_utils import atomic_write_jsonl, read_jsonl
+    from run_src.mcts.problems import champ_items
+
+    mirror = prepare_champ_mirror() if config.source == "champ-dataset" else Path(config.source)
+    examples = list(read_jsonl(mirror / "examples" / "champ.jsonl"))
+    ids = sorted(example["id"] for example in examples)
+    if not 0 <= config.heldout < len(ids):
+        raise ValueError(f"--heldout must be between 0 and {len(ids) - 1}, got {config.heldout}")
+    shuffled = ids[:]
+    random.Random(config.seed).shuffle(shuffled)
+    heldout, pool = sorted(shuffled[: config.heldout]), shuffled[config.heldout :]
+    by_id = {item["id"]: item for item in champ_items()}
+    problems = [{**by_id[pid], "id": pid} for pid in pool if pid in by_id]
+    if config.limit is not None:
+        problems = problems[: config.limit]
+    eval_mirror = config.output.parent / "heldout_mirror"
+    if heldout:
+        kept = set(heldout)
+        atomic_write_jsonl(eval_mirror / "examples" / "champ.jsonl", [e for e in examples if e["id"] in kept])
+        atomic_write_jsonl(
+            eval_mirror / "documents" / "champ.jsonl", list(read_jsonl(mirror / "documents" / "champ.jsonl"))
+        )
+    split = {"seed": config.seed, "heldout": heldout, "train_pool": pool, "source": str(mirror),
+             "heldout_mirror": str(eval_mirror) if heldout else None}  # fmt: skip
+    atomic_write_json(config.output.with_name(f"{config.name}.split.json"), split)
+    return problems, split
+
+
 def run(config: PrepareConfig) -> dict[str, Any]:
     record = StageRecord(STAGE, dataclasses.asdict(config), informational=INFORMATIONAL)
     if not config.overwrite:
         check_rerun(config.record_path, record, "pass --overwrite or another --name")
+    if config.dataset == "CHAMP":
+        items, split = champ_split(config)
+        counts: dict[str, Any] = {"problems": len(items), "heldout": len(split["heldout"]), "dropped": {}}
+        record.derived = counts
+        record.write(config.record_path)
+        atomic_write_json(config.output, items, indent=1)
+        logger.info("wrote %d CHAMP problems to %s; %d held out", len(items), config.output, len(split["heldout"]))
+        return counts
     local = config.source != "hf" and not config.source.startswith("hf:")
     rows = read_local(Path(config.source)) if local else read_hub(config.dataset, config.source)
     items, dropped = prepare(config, rows)

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from models.embedded.champ import source_with_champ
 from models.evaluation.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_run
+from models.evaluation.recipes import reranked_recipe, run_recipe
 from models.evaluation.runs import gold_ids, postprocess_run, qrels_from_examples
 from models.evaluation.tasks import TASKS
 from models.io_utils import append_jsonl, atomic_write_json
@@ -234,10 +235,15 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     return parser
 
 
-def _first_stage_meta(path: Path) -> dict[str, Any]:
-    """The evaluate_bright config.json next to a score.json, or ``{}``."""
+def _first_stage_record(path: Path) -> dict[str, Any]:
+    """The evaluate_bright record (config.json) next to a score.json, or ``{}``."""
     config_path = path.parent / "config.json" if path.is_file() else path / "config.json"
-    return read_record(config_path)["settings"] if config_path.is_file() else {}
+    return read_record(config_path) if config_path.is_file() else {}
+
+
+def _first_stage_meta(path: Path) -> dict[str, Any]:
+    """The first stage's settings, or ``{}``."""
+    return _first_stage_record(path).get("settings", {})
 
 
 def parse_config(argv: list[str] | None = None, settings: Settings | None = None) -> RerankConfig:
@@ -497,7 +503,10 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     source = source_with_champ(config.bright_dir, config.task)
-    derived: dict[str, Any] = {"run_dir": str(run_dir), "source": source, "k_values": list(DEFAULT_K_VALUES)}
+    first_stage = _first_stage_record(Path(config.first_stage))
+    recipe = reranked_recipe(run_recipe(first_stage) if first_stage else None, config.reranker)
+    derived: dict[str, Any] = {"run_dir": str(run_dir), "source": source, "k_values": list(DEFAULT_K_VALUES),
+                               "recipe": recipe}  # fmt: skip
     if not config.overwrite:
         check_rerun(run_dir / "config.json", record(config), "pass --overwrite to score again, or another --model_name")
     _write_config(run_dir, config, derived)  # before any compute: a bad output dir fails here

@@ -20,11 +20,13 @@ import argparse
 import dataclasses
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.retrieval.encoder_flags import EncoderFlags, add_encoder_arguments, check_encoder_flags, doc_cache_name
+from models.serving.deferred_app import DeferredApp
 from models.settings import load_settings
 from models.stage import StageError, add_config_argument, configure_logging, parse_flags, require_flags, run_stage
 
@@ -92,11 +94,10 @@ def parse_config(argv: list[str] | None) -> ServeConfig:
     return ServeConfig(encoder=encoder, **values)
 
 
-def build_retriever(config: ServeConfig) -> Any:
+def build_retriever(config: ServeConfig, on_progress: Any = None) -> Any:
     """The BM25 or dense retriever ``config`` describes (a :class:`models.retrieval.retrievers.Retriever`)."""
     from models.embedded.champ import source_with_champ
     from models.retrieval.corpus import load_corpus
-    from models.retrieval.embedding_cache import cache_dir
     from models.retrieval.retrievers import BM25Retriever, DenseRetriever
 
     source = source_with_champ(config.source, config.split)
@@ -107,23 +108,35 @@ def build_retriever(config: ServeConfig) -> Any:
     from models.retrieval.encoders import build_encoder
 
     encoder_config = config.encoder.encoder_config(config.long_context)
-    cache_name = doc_cache_name(encoder_config)
-    directory = cache_dir(config.cache_root, cache_name, corpus.name)
-    finished = (directory / "embeddings.npy").is_file() and (directory / "meta.json").is_file()
-    if not finished and not config.encode_missing:
-        raise StageError(
-            f"no document embeddings at {directory} for these encoder flags; build them with "
-            f"`python -m run_src.encode_corpus --model_path {config.encoder.model_path} --split {config.split} ...` "
-            "(scripts/01_doc_embeddings.sh) using the same encoder flags, or pass --encode_missing"
-        )
     encoder = build_encoder(encoder_config)
-    if finished:
-        logger.info("serving the stage-1 cache %s (%d documents)", directory, len(corpus))
-    else:
-        logger.info("no stage-1 cache: encoding %d documents into %s (--encode_missing)", len(corpus), directory)
     return DenseRetriever.from_cache(
-        encoder, corpus, config.cache_root, cache_name, task=config.encoder.instruction_split(None)
+        encoder,
+        corpus,
+        config.cache_root,
+        doc_cache_name(encoder_config),
+        task=config.encoder.instruction_split(None),
+        on_progress=on_progress,
     )
+
+
+def stage_one_cache(config: ServeConfig) -> tuple[Path, bool]:
+    """Where stage 1 caches this server's document embeddings, and whether a finished cache is there."""
+    from models.embedded.champ import source_with_champ
+    from models.retrieval.corpus import corpus_name
+    from models.retrieval.embedding_cache import cache_dir
+
+    name = corpus_name(source_with_champ(config.source, config.split), config.split, config.long_context)
+    directory = cache_dir(config.cache_root, doc_cache_name(config.encoder.encoder_config(config.long_context)), name)
+    return directory, (directory / "embeddings.npy").is_file() and (directory / "meta.json").is_file()
+
+
+def _build_into(deferred: Any, config: ServeConfig, limits: Any) -> None:
+    from models.serving.retriever_app import create_app
+
+    try:
+        deferred.ready(create_app(build_retriever(config, on_progress=deferred.progress), limits))
+    except Exception as err:  # noqa: BLE001 - any failure ends the server; the launcher sees it exit
+        deferred.failed(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +149,24 @@ def main(argv: list[str] | None = None) -> int:
 
         from models.serving.retriever_app import ServerLimits, create_app
 
-        retriever = build_retriever(config)
-        app = create_app(retriever, ServerLimits(config.max_k, config.max_query_chars, config.max_batch))
+        limits = ServerLimits(config.max_k, config.max_query_chars, config.max_batch)
+        if config.retriever == "bm25":
+            app: Any = create_app(build_retriever(config), limits)
+        else:
+            directory, finished = stage_one_cache(config)
+            if finished:
+                logger.info("serving the stage-1 cache %s", directory)
+                app = create_app(build_retriever(config), limits)
+            elif not config.encode_missing:
+                raise StageError(
+                    f"no document embeddings at {directory} for these encoder flags; build them with "
+                    f"`python -m run_src.encode_corpus --model_path {config.encoder.model_path} --split {config.split}` "
+                    "(scripts/01_doc_embeddings.sh) using the same encoder flags, or pass --encode_missing"
+                )
+            else:  # answer /health (503, with progress) while the corpus is encoded, then serve
+                logger.info("no stage-1 cache: encoding the corpus into %s (--encode_missing)", directory)
+                app = DeferredApp(config.retriever)
+                threading.Thread(target=_build_into, args=(app, config, limits), daemon=True).start()
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
 
     return run_stage(body, name=STAGE)

@@ -48,9 +48,9 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> Any:
 
 
 def inference_settings(
-    model_args: Any, lora_args: Any, text_args: Any, tokenizer: Any, dtype: Any, hidden_size: int | None
+    model_args: Any, lora_args: Any, data_args: Any, text_args: Any, tokenizer: Any, dtype: Any, hidden_size: int | None
 ) -> Any:
-    from models.training.inference_settings import InferenceSettings, matching_preset
+    from models.training.inference_settings import InferenceSettings, matching_preset, training_data_of
 
     return InferenceSettings(
         base_model_name_or_path=model_args.model_name_or_path,
@@ -68,6 +68,7 @@ def inference_settings(
         hidden_size=hidden_size,
         lora=lora_args.enabled,
         text_format=matching_preset(text_args.query_prefix, text_args.passage_prefix, text_args.append_eos_token),
+        training_data=training_data_of(data_args.dataset_path),
     )
 
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = model_dtype(training_args)
     model = ContrastiveEncoder.build(model_args, run.lora_args, dtype, training_args.gradient_checkpointing)
     hidden = getattr(model.hf_model.config, "hidden_size", None)
-    settings = inference_settings(model_args, run.lora_args, text_args, tokenizer, dtype, hidden)
+    settings = inference_settings(model_args, run.lora_args, run.data_args, text_args, tokenizer, dtype, hidden)
     collator = ContrastiveCollator(
         tokenizer,
         query_max_len=text_args.query_max_len,

@@ -11,7 +11,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/servers/lib.sh"
-load_env_file  # .env values, unless the environment already sets them
+stage_setup 01_doc_embeddings  # .env (the environment wins) and the interpreter, printed
 
 TEXT_FORMAT="${TEXT_FORMAT:-rader}"            # prefixes/EOS preset: rader, repllama, plain, ...
 POOLING="${POOLING:-}"                         # empty: eos when the format appends EOS, else mean
@@ -39,4 +39,4 @@ if [ -n "$ENCODER_URL" ]; then args+=(--encoder_url "$ENCODER_URL"); fi
 if [ -n "$DOC_MAX_LEN" ]; then args+=(--doc_max_len "$DOC_MAX_LEN"); fi
 
 cd "$REPO_ROOT"
-"$(project_python)" -m run_src.encode_corpus "${args[@]}"
+"$PY" -m run_src.encode_corpus "${args[@]}"

@@ -7,7 +7,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/servers/lib.sh"
-load_env_file
+stage_setup 04_dataset  # .env (the environment wins) and the interpreter, printed
 
 QUERY_TYPES="${QUERY_TYPES:-}"          # empty: the types the inputs' last generate_queries run produced
 MIN_NEGATIVES="${MIN_NEGATIVES:-1}"     # Tevatron cannot group a sample without negatives
@@ -32,4 +32,4 @@ if [ -n "$MAX_NEGATIVES" ]; then args+=(--max_negatives "$MAX_NEGATIVES"); fi
 
 cd "$REPO_ROOT"
 # shellcheck disable=SC2086
-"$(project_python)" -m run_src.build_training_data "${args[@]}" $DATASET_ARGS
+"$PY" -m run_src.build_training_data "${args[@]}" $DATASET_ARGS

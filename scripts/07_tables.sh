@@ -9,7 +9,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/servers/lib.sh"
-load_env_file  # .env values, unless the environment already sets them
+stage_setup 07_tables  # .env (the environment wins) and the interpreter, printed
 
 RESULTS_ROOT="${RESULTS_ROOT:-$REPO_ROOT/outputs/bright}"   # evaluate_bright's --output_dir
 TABLES_DIR="${TABLES_DIR:-$REPO_ROOT/outputs/tables}"
@@ -17,5 +17,5 @@ TABLE="${TABLE:-all}"                                        # 1, 2 or all
 METRIC="${METRIC:-NDCG@10}"                                  # paper numbers exist for NDCG@10 only
 
 cd "$REPO_ROOT"
-"$(project_python)" -m run_src.make_tables --results_root "$RESULTS_ROOT" --output_dir "$TABLES_DIR" \
+"$PY" -m run_src.make_tables --results_root "$RESULTS_ROOT" --output_dir "$TABLES_DIR" \
   --table "$TABLE" --metric "$METRIC" "$@"

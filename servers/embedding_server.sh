@@ -13,7 +13,8 @@ load_env_file
 
 MODEL="${1:?usage: embedding_server.sh MODEL [PORT]}"
 PORT="${2:-${EMBEDDING_PORT:-8002}}"
-PY="$(project_python)"
+PY="$(vllm_python)"
+echo "[$(basename "$0" .sh)] python: $PY" >&2
 
 args=(--model "$MODEL" --host "${SERVER_HOST:-127.0.0.1}" --port "$PORT" --trust-remote-code
       --runner pooling --convert embed --pooler-config '{"pooling_type":"LAST","use_activation":true}')

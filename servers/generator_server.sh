@@ -14,7 +14,8 @@ load_env_file
 MODEL="${1:?usage: generator_server.sh MODEL [PORT]}"
 PORT="${2:-${GENERATOR_PORT:-8010}}"
 HOST="${SERVER_HOST:-127.0.0.1}"
-PY="$(project_python)"
+PY="$(vllm_python)"
+echo "[$(basename "$0" .sh)] python: $PY" >&2
 
 args=(--host "$HOST" --port "$PORT" --trust-remote-code --generation-config vllm)
 if [ -n "${GENERATOR_SERVED_NAME:-}" ]; then args+=(--served-model-name "$GENERATOR_SERVED_NAME"); fi

@@ -17,19 +17,55 @@ load_env_file() {
   done < "$env_file"
 }
 
-# The interpreter with the project's packages: $PYTHON, else .venv, else python3.
+# The interpreter with the project's packages: $PYTHON; else .venv-gpu where a CUDA GPU is visible (the GPU
+# set-up, scripts/setup_env.sh --gpu); else .venv (the CPU set-up); else .venv-gpu; else python3.
 project_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"
+  elif [ -x "$REPO_ROOT/.venv-gpu/bin/python" ] && gpu_visible; then echo "$REPO_ROOT/.venv-gpu/bin/python"
   elif [ -x "$REPO_ROOT/.venv/bin/python" ]; then echo "$REPO_ROOT/.venv/bin/python"
+  elif [ -x "$REPO_ROOT/.venv-gpu/bin/python" ]; then echo "$REPO_ROOT/.venv-gpu/bin/python"
   else command -v python3; fi
 }
 
+# The interpreter that runs vLLM: $VLLM_PYTHON; else .venv-vllm (the CUDA 12 set-up keeps vLLM apart, it
+# needs transformers < 5); else the project's interpreter.
+vllm_python() {
+  if [ -n "${VLLM_PYTHON:-}" ]; then echo "$VLLM_PYTHON"
+  elif [ -x "$REPO_ROOT/.venv-vllm/bin/python" ] && gpu_visible; then echo "$REPO_ROOT/.venv-vllm/bin/python"
+  else project_python; fi
+}
+
+# True when nvidia-smi lists at least one GPU (no Python needed).
+gpu_visible() {
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1
+}
+
+# stage_setup NAME: what every stage script does first. Loads .env (the environment wins), picks the
+# interpreter (sets PY) and says which one, so a run on a machine with two set-ups is never ambiguous.
+stage_setup() {
+  load_env_file
+  PY="$(project_python)"
+  echo "[$1] python: $PY" >&2
+}
+
 # wait_for_health URL TIMEOUT_S [PID]: poll URL until it answers 2xx; fail on timeout or when PID exits.
+# A server that answers 503 with "status": "loading" (a retriever encoding its corpus) and whose answer
+# changed since the last poll is making progress: each change restarts the TIMEOUT_S budget, so a long
+# encode is waited for and a stalled one is not.
 wait_for_health() {
-  local url="$1" timeout_s="$2" pid="${3:-}" deadline
+  local url="$1" timeout_s="$2" pid="${3:-}" deadline reply code body last="" reported=0
   deadline=$(( $(date +%s) + timeout_s ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    if curl -fsS -o /dev/null --max-time 5 "$url" 2>/dev/null; then return 0; fi
+    reply="$(curl -sS -o - -w '\n%{http_code}' --max-time 5 "$url" 2>/dev/null || true)"
+    code="${reply##*$'\n'}"
+    body="${reply%$'\n'*}"
+    if [ "${code:0:1}" = 2 ]; then return 0; fi
+    if [ "$code" = 503 ] && [[ "$body" == *'"status": "loading"'* || "$body" == *'"status":"loading"'* ]] \
+        && [ "$body" != "$last" ]; then
+      last="$body"
+      deadline=$(( $(date +%s) + timeout_s ))
+      if [ $(( $(date +%s) - reported )) -ge 30 ]; then echo "[up] $url still loading: $body" >&2; reported=$(date +%s); fi
+    fi
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
       echo "server process $pid exited before $url became healthy" >&2
       return 2

@@ -2,7 +2,7 @@
 
 ``paper_results.json`` (beside this module) holds the numbers transcribed from the paper, the splits in
 BRIGHT's order and their printed labels; :func:`load_paper_results` reads and checks it. Our runs are
-matched to paper rows by the settings they recorded, not by name (``run_src.make_tables``).
+matched to paper rows by the recipe they recorded (:mod:`models.evaluation.recipes`), not by name.
 
 Usage::
 
@@ -55,7 +55,6 @@ class PaperResults:
     splits: tuple[str, ...]
     split_labels: dict[str, str]
     tables: dict[str, PaperTable]
-    model_map: dict[str, str]  # our model name -> paper row key
 
 
 def load_paper_results(path: str | Path = PAPER_RESULTS_PATH) -> PaperResults:
@@ -77,9 +76,4 @@ def load_paper_results(path: str | Path = PAPER_RESULTS_PATH) -> PaperResults:
                 continue
             rows[row.key] = row
         tables[number] = PaperTable(number, table["title"], table["query_type"], table["source"], rows)
-    known = {key for table in tables.values() for key in table.rows}
-    model_map = {k: v for k, v in data["model_map"].items() if not k.startswith("_")}
-    unknown = sorted(v for v in model_map.values() if v not in known)
-    if unknown:
-        raise ValueError(f"{path}: model_map points at unknown paper rows {unknown}; known keys: {sorted(known)}")
-    return PaperResults(data["metric"], splits, data["split_labels"], tables, model_map)
+    return PaperResults(data["metric"], splits, data["split_labels"], tables)

@@ -13,8 +13,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from models.retrieval.corpus import BRIGHT_SPLITS
 from models.retrieval.encoder_flags import EncoderFlags
@@ -53,6 +55,8 @@ class RetrieverSpec:
     pooling: str = ""
     text_format: str = ""
     default_model_path: Callable[[Settings], str] | None = None
+    query_max_len: int | None = None
+    doc_max_len: int | None = None
 
 
 def _minilm_path(_: Settings) -> str:
@@ -87,6 +91,16 @@ RETRIEVERS: dict[str, RetrieverSpec] = {
         "repllama_ref_eval",
         lambda settings: settings.repllama_model_path,
     ),
+    # BRIGHT's "qwen2" baseline (Tables 1-2, "Qwen2"): evaluated as BRIGHT ran it.
+    "gte-qwen2": RetrieverSpec(
+        "dense",
+        "gte-Qwen2-7B-instruct as BRIGHT ran it: no prefixes, BRIGHT's qwen2 instructions, last-token pooling, 8192 tokens",
+        "last",
+        "bright_qwen2",
+        lambda settings: "Alibaba-NLP/gte-Qwen2-7B-instruct",
+        query_max_len=8192,
+        doc_max_len=8192,
+    ),
 }
 DENSE_RETRIEVERS = {name: spec for name, spec in RETRIEVERS.items() if spec.kind == "dense"}
 
@@ -94,8 +108,24 @@ DENSE_RETRIEVERS = {name: spec for name, spec in RETRIEVERS.items() if spec.kind
 def encoder_flags_for(key: str, flags: EncoderFlags, settings: Settings) -> EncoderFlags:
     """``flags`` with the empty ones filled from the dense retriever ``key`` (its model path, pooling, format)."""
     spec = RETRIEVERS[key]
-    return flags.with_defaults(
+    filled = flags.with_defaults(
         model_path=spec.default_model_path(settings) if spec.default_model_path else "",
         pooling=spec.pooling,
         text_format=spec.text_format,
     )
+    return dataclasses.replace(
+        filled,
+        query_max_len=filled.query_max_len if filled.query_max_len is not None else spec.query_max_len,
+        doc_max_len=filled.doc_max_len if filled.doc_max_len is not None else spec.doc_max_len,
+    )
+
+
+def default_run_name(key: str, model_path_flag: str, settings: Settings | None = None) -> str:
+    """``key`` for a key's own model; with another ``--model_path``, the folder's name (prefixed with the key
+    unless it starts with it), so two checkpoints evaluated under one key never share a run directory."""
+    spec = RETRIEVERS[key]
+    own = spec.default_model_path(settings or Settings()) if spec.default_model_path else ""
+    if not model_path_flag or model_path_flag.rstrip("/") == own.rstrip("/"):
+        return key
+    folder = Path(model_path_flag.rstrip("/")).name or key
+    return folder if folder.startswith(key) else f"{key}-{folder}"

@@ -174,6 +174,13 @@ class Example:
     gold_ids_long: list[str] = field(default_factory=list)
 
 
+def corpus_name(source: str | Path, split: str | None, long_context: bool = False) -> str:
+    """The name :func:`load_corpus` gives a corpus (caches are named after it), without loading it."""
+    if str(source) not in ("hf",) and not str(source).startswith("hf:") and Path(source).is_file():
+        return split or _file_stem(Path(source))
+    return f"{split}_long" if long_context else str(split)
+
+
 def load_corpus(
     source: str | Path,
     split: str | None = None,
@@ -197,7 +204,7 @@ def load_corpus(
     for row_no, row in enumerate(rows, start=1):
         doc_ids.append(_id_value(row, id_field, where, row_no))
         texts.append(_str_value(row, text_field, where, row_no, fix="pass text_field=<the field with the text>"))
-    name = (split or _file_stem(Path(source))) if file_source else (f"{split}_long" if long_context else str(split))
+    name = corpus_name(source, split, long_context) if not file_source else (split or _file_stem(Path(source)))
     corpus = Corpus(name=name, doc_ids=doc_ids, texts=texts, source=where)
     logger.info("loaded corpus %s: %d documents from %s", corpus.name, len(corpus), where)
     return corpus

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ DEFAULT_SHARD_SIZE = 1000
 INFORMATIONAL_KEYS = frozenset({"created", "status", "build", "shard_size", "model", "tokenizer"})
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _NORM_TOLERANCE = 1e-3
+Progress = Callable[[int, int], None]  # (documents encoded so far, documents in all)
 
 
 class CorpusLike(Protocol):
@@ -97,8 +98,11 @@ def build_or_load_doc_embeddings(
     shard_size: int = DEFAULT_SHARD_SIZE,
     show_progress: bool = True,
     mmap: bool = False,
+    on_progress: Progress | None = None,
 ) -> DocEmbeddings:
     """Return the corpus embeddings from the cache, encoding (or finishing) them first if needed.
+
+    ``on_progress(done, total)`` is called after each shard (a server reports it on its health endpoint).
 
     Raises ``ValueError`` if the directory holds a cache built with other settings or for another
     corpus. ``mmap=True`` memory-maps ``embeddings.npy`` instead of reading it into memory.
@@ -130,8 +134,9 @@ def build_or_load_doc_embeddings(
         )
 
     parts = _encode_shards(
-        encoder, texts, directory, shard_size, expected["dim"], show_progress, f"{model_name}/{corpus.name}"
-    )
+        encoder, texts, directory, shard_size, expected["dim"], show_progress, f"{model_name}/{corpus.name}",
+        on_progress,
+    )  # fmt: skip
     _assemble(directory, parts, len(doc_ids), expected["dim"])
     atomic_write_json(directory / "ids.json", doc_ids, indent=None)
     meta = {
@@ -210,6 +215,7 @@ def _encode_shards(
     dim: int,
     show_progress: bool,
     label: str,
+    on_progress: Progress | None = None,
 ) -> list[Path]:
     """Encode every missing ``part-XXXXX.npy``; finished parts from a killed run are kept."""
     n_shards = -(-len(texts) // shard_size)
@@ -230,6 +236,8 @@ def _encode_shards(
             _check_vectors(vectors, len(chunk), dim, start)
             _atomic_save_npy(parts[s], vectors)
             bar.update(len(chunk))
+            if on_progress is not None:
+                on_progress(bar.n, len(texts))
     return parts
 
 

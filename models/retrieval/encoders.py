@@ -32,6 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -247,6 +248,23 @@ def _check_eos_roundtrip(tokenizer: Any, eos_token: str, eos_id: int) -> None:
         )
 
 
+def lora_adapter_base(path: str) -> str | None:
+    """The base model of a LoRA adapter directory (``adapter_config.json``), or ``None`` for a full model."""
+    config_path = Path(path) / "adapter_config.json"
+    if not config_path.is_file():
+        return None
+    import json
+
+    base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_path} names no base_model_name_or_path; merge it with run_src.merge_lora --base_model")
+    return str(base)
+
+
+def _has_tokenizer(path: str) -> bool:
+    return any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
 def _load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -268,7 +286,11 @@ class TransformersEncoder(Encoder):
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             dtype = getattr(torch, config.dtype)
-        self.tokenizer = _load_tokenizer(config.tokenizer_name_or_path or config.model_name_or_path)
+        adapter_base = lora_adapter_base(config.model_name_or_path)
+        tokenizer_source = config.tokenizer_name_or_path or config.model_name_or_path
+        if adapter_base and not config.tokenizer_name_or_path and not _has_tokenizer(config.model_name_or_path):
+            tokenizer_source = adapter_base  # an adapter saved without its tokenizer uses the base model's
+        self.tokenizer = _load_tokenizer(tokenizer_source)
         fmt = config.text_format.with_eos(self.tokenizer.eos_token)
         super().__init__(config, fmt)
         self._eos_id = _eos_id(self.tokenizer, fmt.eos_token) if fmt.append_eos else None
@@ -277,7 +299,15 @@ class TransformersEncoder(Encoder):
         pad_id = self.tokenizer.pad_token_id
         self._pad_id = int(pad_id if pad_id is not None else (self._eos_id or 0))
         self.device = torch.device(device)
-        self.model = AutoModel.from_pretrained(config.model_name_or_path, dtype=dtype).to(self.device).eval()
+        if adapter_base:  # a LoRA adapter directory (e.g. a released RaDeR adapter): merged here, in memory
+            from peft import PeftModel
+
+            base = AutoModel.from_pretrained(adapter_base, dtype=dtype)
+            merged = PeftModel.from_pretrained(base, config.model_name_or_path).merge_and_unload()
+            self.model = merged.to(self.device).eval()
+            logger.info("merged the LoRA adapter %s into %s in memory", config.model_name_or_path, adapter_base)
+        else:
+            self.model = AutoModel.from_pretrained(config.model_name_or_path, dtype=dtype).to(self.device).eval()
         self._dim = int(self.model.config.hidden_size)
         limit = getattr(self.tokenizer, "model_max_length", None)
         # A tokenizer without a real limit reports ~1e30; only a sane one caps "no truncation".

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -89,9 +89,12 @@ class DenseRetriever:
         model_name: str,
         task: str | None = None,
         show_progress: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> DenseRetriever:
         """Load (or build, then cache) the corpus embeddings for ``encoder`` under ``model_name``."""
-        cached = build_or_load_doc_embeddings(encoder, corpus, cache_root, model_name, show_progress=show_progress)
+        cached = build_or_load_doc_embeddings(
+            encoder, corpus, cache_root, model_name, show_progress=show_progress, on_progress=on_progress
+        )
         return cls(encoder, corpus, DenseIndex(cached.embeddings, cached.ids), name=model_name, task=task)
 
     def search_batch(

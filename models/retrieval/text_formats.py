@@ -233,9 +233,16 @@ REPLLAMA_REF_EVAL = TextFormat(
     "(evaluation.md §3 catalogue); </s> is Llama-2's eos_token",
 )
 PLAIN = TextFormat(name="plain", source="sentence encoders (e.g. all-MiniLM-L6-v2): text as-is")
+BRIGHT_QWEN2 = TextFormat(
+    instruction_family="qwen2",
+    name="bright_qwen2",
+    source="BRIGHT retrievers.retrieval_sf_qwen_e5 for gte-Qwen2-7B-instruct: no prefixes, BRIGHT's per-split "
+    "'Instruct: ...\\nQuery: ' instruction before the query, the tokenizer's own special tokens (no EOS added), "
+    "last-token pooling, 8,192 tokens",
+)
 
 PRESETS: dict[str, TextFormat] = {
-    fmt.name: fmt for fmt in (RADER, RADER_README_TRAIN, REPLLAMA, REPLLAMA_REF_EVAL, PLAIN)
+    fmt.name: fmt for fmt in (RADER, RADER_README_TRAIN, REPLLAMA, REPLLAMA_REF_EVAL, PLAIN, BRIGHT_QWEN2)
 }
 
 

@@ -53,6 +53,8 @@ class InferenceSettings:
     lora: bool = True
     merged: bool = False
     text_format: str | None = None
+    # What the model was trained on, from the training set's record: {"path", "query_types", "datasets"}.
+    training_data: dict[str, Any] | None = None
     kind: str = "contrastive_retriever"
     schema_version: int = SCHEMA_VERSION
 
@@ -124,3 +126,17 @@ def matching_preset(query_prefix: str, passage_prefix: str, append_eos: bool) ->
         if (fmt.query_prefix, fmt.doc_prefix, fmt.append_eos) == (query_prefix, passage_prefix, append_eos):
             return name
     return None
+
+
+def training_data_of(dataset_path: str | None) -> dict[str, Any] | None:
+    """``{"path", "query_types", "datasets"}`` from the record ``build_training_data`` wrote beside a training
+    set (``train.jsonl`` -> ``train.config.json``), or ``None`` for a set made elsewhere."""
+    if not dataset_path or not dataset_path.endswith(".jsonl"):
+        return None
+    record_path = Path(dataset_path[: -len(".jsonl")] + ".config.json")
+    if not record_path.is_file():
+        return None
+    derived = json.loads(record_path.read_text(encoding="utf-8")).get("derived", {})
+    if "query_types" not in derived:
+        return None
+    return {"path": dataset_path, "query_types": derived["query_types"], "datasets": derived.get("datasets", [])}

@@ -1,7 +1,8 @@
-"""``bash scripts/demo.sh --smallest``: the whole pipeline end to end, and no server left behind.
+"""``bash scripts/demo.sh``: ``reproduce.sh --profile demo`` plus the demo's report.
 
-The generator is the session's vLLM CPU server (``--generator-url``), so CI never runs two vLLM engines
-at once; the demo still starts and stops its own BM25 server through ``servers/up.sh``.
+The pipeline itself runs end to end in ``tests/integration/test_reproduce.py`` (the tiny profile, the same
+stage scripts); here: a Ctrl-C stops the demo's servers, and the report from a finished run's files. The
+generator is the session's vLLM CPU server (``--generator-url``), so CI never runs two vLLM engines.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import REPO_ROOT, RunningServer
 
@@ -37,34 +36,6 @@ def _demo(out_dir: Path, generator: RunningServer, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_smallest_demo_runs_end_to_end(generator_server: RunningServer, tmp_path: Path) -> None:
-    out_dir = tmp_path / "demo"
-    started = time.monotonic()
-    result = subprocess.run(
-        _demo(out_dir, generator_server), cwd=REPO_ROOT, capture_output=True, text=True, timeout=2400
-    )
-    assert result.returncode == 0, result.stderr[-6000:]
-    report = json.loads((out_dir / "results.json").read_text())
-    assert set(report["results"]) == {"bm25", "minilm", "smollm2-base", "rader-smollm2"}
-    for scores in report["results"].values():
-        assert 0.0 <= scores["NDCG@10"] <= 1.0 and 0.0 <= scores["Recall@10"] <= 1.0
-    assert report["results"]["bm25"]["NDCG@10"] > 0.05  # BM25 is far from random (0.06) on CHAMP
-    assert sum(report["training_samples"].values()) > 0
-    assert "nDCG@10" in result.stdout and "RaDeR-SmolLM2" in result.stdout
-    assert (out_dir / "results.png").stat().st_size > 1000
-    split = json.loads((out_dir / "split.json").read_text())
-    searched = set(json.loads((out_dir / "mcts_problem_ids.json").read_text()))
-    assert not searched & set(split["heldout"])  # held-out problems never enter the MCTS
-    assert "[down] stopped bm25" in result.stderr  # the demo's own BM25 server, stopped by its exit trap
-    assert not [g for g in _server_groups(out_dir) if _alive(g)]
-    print(f"smallest demo: {time.monotonic() - started:.0f} s; {report['results']}; {report['timings_s']}")
-
-    rerun = subprocess.run(_demo(out_dir, generator_server), cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert "finished in an earlier run" in rerun.stderr
-
-
 def test_interrupted_demo_stops_its_servers(generator_server: RunningServer, tmp_path: Path) -> None:
     out_dir = tmp_path / "demo"
     process = subprocess.Popen(
@@ -72,12 +43,45 @@ def test_interrupted_demo_stops_its_servers(generator_server: RunningServer, tmp
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 600
-    while not (out_dir / "stages").exists() and not (out_dir / "split.json").exists():  # servers are up by then
+    while not list((out_dir / "reproduce").glob("02-*.done")) and not _server_groups(out_dir):  # servers are up
         assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.5)
+    time.sleep(3)  # let up.sh finish writing its pid files
     groups = _server_groups(out_dir)
     assert groups, "the demo started no server"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
     assert process.wait(timeout=120) != 0
     assert not [g for g in groups if _alive(g)]
+
+
+def test_the_report_puts_the_four_retrievers_side_by_side(tmp_path: Path) -> None:
+    from run_src.demo import DEMO_MODELS, main
+
+    out = tmp_path / "demo"
+    champ = out / "problems" / "CHAMP"
+    champ.mkdir(parents=True)
+    (champ / "train_pool.json").write_text(json.dumps([{"id": "P_1"}, {"id": "P_2"}]))
+    (champ / "train_pool.split.json").write_text(
+        json.dumps({"seed": 7, "heldout": ["P_9"], "train_pool": ["P_1", "P_2"]})
+    )
+    for i, model in enumerate(DEMO_MODELS):
+        run = out / "bright" / model / "original" / "champ"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"NDCG@10": 0.1 * (i + 1), "Recall@10": 0.2}))
+    (out / "train").mkdir()
+    (out / "train" / "train.jsonl").write_text(
+        '{"query_type": "cot"}\n{"query_type": "lexical"}\n{"query_type": "lexical"}\n'
+    )
+    (out / "reproduce").mkdir()
+    (out / "reproduce" / "02-2-mcts.done").write_text("bash scripts/02_mcts.sh ...\n113\n")
+    assert main(["--out_dir", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["results"]) == list(DEMO_MODELS) and report["results"]["minilm"]["NDCG@10"] == 0.2
+    assert report["training_samples"] == {"cot": 1, "lexical": 2} and report["timings_s"] == {"02 mcts": 113.0}
+    assert "| RaDeR-SmolLM2 (LoRA, trained here) | 0.4000 | 0.2000 |" in (out / "results.md").read_text()
+    assert (out / "results.png").stat().st_size > 1000
+    assert json.loads((out / "mcts_problem_ids.json").read_text()) == ["P_1", "P_2"]
+    # A split whose held-out problems were searched is an error, not a report.
+    (champ / "train_pool.split.json").write_text(json.dumps({"seed": 7, "heldout": ["P_1"], "train_pool": ["P_2"]}))
+    assert main(["--out_dir", str(out)]) == 2

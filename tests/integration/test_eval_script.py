@@ -29,3 +29,25 @@ def test_eval_script_runs_bm25_on_champ_and_resumes(champ_mirror: Path, tmp_path
     second = subprocess.run(command, env=env, check=True, capture_output=True, text=True, cwd=tmp_path)
     assert (run_dir / "score.json").stat().st_mtime_ns == score_mtime  # reused, not retrieved again
     assert "reus" in second.stderr.lower()
+
+
+def test_eval_script_reads_dotenv_names_runs_and_reranks_reasoning_queries_only(tmp_path: Path) -> None:
+    """.env is read by the stage script itself; dense/hybrid/reranked runs get their own directories; the
+    default reranks GPT-4 reasoning queries only, as the paper did."""
+    from tests.rerank_fakes import ScriptedRerankFake
+
+    dotenv = tmp_path / "stage.env"
+    fixture = REPO_ROOT / "tests" / "resources" / "bright_mini"
+    dotenv.write_text(f"BRIGHT_DIR={fixture}\nBRIGHT_CACHE_DIR={tmp_path / 'cache'}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("BRIGHT_DIR", "BRIGHT_CACHE_DIR")}
+    env.update(TASKS="theoremqa_theorems", QUERY_TYPES="original gpt4_reason", OUTPUT_DIR=str(tmp_path / "bright"),
+               RADER_ENV_FILE=str(dotenv), RERANK="llm", RERANK_TOP_K="3")  # fmt: skip
+    with ScriptedRerankFake(lambda doc: "Relevance score: 3") as server:
+        env.update(RERANK_MODEL="fake-judge", RERANK_BASE_URL=server.base_url, RERANK_ARGS="--max_queries 2")
+        done = subprocess.run(["bash", str(REPO_ROOT / "scripts/06_eval.sh"), "bm25"], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[06_eval] python:" in done.stderr
+    runs = sorted(p.parent.relative_to(tmp_path / "bright").as_posix() for p in (tmp_path / "bright").glob("*/*/*/results.json"))
+    assert runs == ["bm25+llm-fake-judge/gpt4_reason/theoremqa_theorems", "bm25/gpt4_reason/theoremqa_theorems",
+                    "bm25/original/theoremqa_theorems"]  # fmt: skip

@@ -294,9 +294,9 @@ def test_merged_model_runs_in_the_bright_evaluation(merged: Path, champ_set, tmp
     argv = ["--task", "champ", "--model", "rader", "--model_path", str(merged), "--bright_dir",
             str(champ_set["small_mirror"]), "--output_dir", str(tmp_path), "--cache_root", str(tmp_path / "cache")]  # fmt: skip
     assert main(argv) == 0
-    results = json.loads((tmp_path / "rader" / "original" / "champ" / "results.json").read_text())
+    results = json.loads((tmp_path / merged.name / "original" / "champ" / "results.json").read_text())
     assert 0.0 < results["NDCG@10"] <= 1.0
-    assert len(json.loads((tmp_path / "rader" / "original" / "champ" / "per_query.json").read_text())) == 8
+    assert len(json.loads((tmp_path / merged.name / "original" / "champ" / "per_query.json").read_text())) == 8
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 from models.retrieval.corpus import BRIGHT_SPLITS
 from run_src.make_tables import PAPER_RESULTS_PATH, collect_results, load_paper_results, main
 
-# Our 'rader-qwen2.5-7b' maps to the paper's "RaDeR Qwen2.5-7B-instruct (MATH, llmq+CoT+lexical)" row.
+# Our 'rader-qwen2.5-7b' runs record the recipe of the paper's "RaDeR Qwen2.5-7B-instruct (MATH, llmq+CoT+lexical)" row.
 RADER = "rader-qwen2.5-7b"
+RECIPES = {RADER: "rader-qwen2.5-7b-math-llmq-cot-lexical"}
 OTHER = "my-baseline"  # unmapped: no paper row
 # Table 1 paper cells of the RaDeR row (spec §9.1): Bio 25.4, Earth 30.0, ..., TheoT 44.4, printed Avg 24.6.
 RADER_T1 = [25.4, 30.0, 16.7, 25.3, 14.0, 21.3, 16.3, 37.0, 8.2, 15.7, 42.7, 44.4]
@@ -21,6 +22,8 @@ def _write(root: Path, model: str, query_type: str, task: str, ndcg: float) -> N
     run_dir = root / model / query_type / task
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({"NDCG@10": ndcg, "Recall@100": 0.5, "MRR": 0.4}))
+    record = {"stage": "evaluate_bright", "settings": {"model": "rader"}, "derived": {"recipe": RECIPES.get(model)}}
+    (run_dir / "config.json").write_text(json.dumps(record))
 
 
 @pytest.fixture()
@@ -67,8 +70,13 @@ def test_tables_from_results_tree(results_root: Path, tmp_path: Path) -> None:
     assert other.count("–") == 9
     assert other[-1] == "9.1*"  # (12.345 + 10 + 5) / 3 = 9.115
     assert f"{OTHER}: average over 3 of 12 splits" in md1
-    # exactly one paper row (the RaDeR one) appears
-    assert sum("| paper:" in line for line in md1.splitlines()) == 1
+    # exactly one paper row (the RaDeR one) is compared with ours; the other 11 follow for reference
+    lines = md1.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| (paper) |"))
+    assert sum("| paper:" in line for line in lines[:start]) == 1
+    assert sum("| paper:" in line for line in lines[start:]) == 11 and "RaDeR Qwen2.5-7B-instruct (MATH, llmq" not in (
+        "\n".join(lines[start:])
+    )
 
     # Table 2: incomplete RaDeR row; Δ of the average uses the paper's mean over the same 10 splits.
     md2 = (out / "table2.md").read_text(encoding="utf-8")
@@ -186,3 +194,40 @@ def test_stored_paper_numbers_match_the_spec() -> None:
         for row in table["rows"]:
             assert list(row["scores"]) == list(BRIGHT_SPLITS)
             assert abs(sum(row["scores"].values()) / 12 - row["average"]) < 0.9  # printed averages are near the mean
+
+
+def test_recipes_come_from_the_runs_records_not_their_names(tmp_path: Path) -> None:
+    from models.evaluation.recipes import model_family, run_recipe
+
+    assert model_family("Qwen/Qwen2.5-7B-Instruct") == "qwen2.5-7b"
+    assert model_family("meta-llama/Llama-3.1-8B-Instruct") == "llama3.1-8b"
+    assert model_family("Alibaba-NLP/gte-Qwen2-7B-instruct") == "gte-qwen2-7b"
+    model = tmp_path / "whatever-folder-name"
+    model.mkdir()
+    (model / "retriever_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "Qwen/Qwen2.5-7B-Instruct",
+        "training_data": {"query_types": ["lexical", "llmq", "cot"], "datasets": ["MATH"]},
+    }))  # fmt: skip
+    record = {"settings": {"model": "rader", "model_path": str(model), "hybrid_bm25_alpha": None}, "derived": {}}
+    assert run_recipe(record) == "rader-qwen2.5-7b-math-llmq-cot-lexical"
+    record["settings"]["hybrid_bm25_alpha"] = 0.8
+    assert run_recipe(record) == "rader-qwen2.5-7b-math-llmq-cot-lexical+bm25"
+    assert run_recipe({"settings": {"model": "bm25"}}) == "bm25"
+    assert (
+        run_recipe({"settings": {"model": "sbert", "model_path": "Alibaba-NLP/gte-Qwen2-7B-instruct"}})
+        == "gte-qwen2-7b"
+    )
+
+    # A tree whose folder names mean nothing still lands on the right paper row.
+    root = tmp_path / "bright"
+    for split in BRIGHT_SPLITS:
+        run_dir = root / "my-run" / "original" / split
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({"NDCG@10": 0.25}))
+        (run_dir / "config.json").write_text(
+            json.dumps({**record, "settings": {**record["settings"], "hybrid_bm25_alpha": None}})
+        )
+    assert main(["--results_root", str(root), "--output_dir", str(tmp_path / "t"), "--table", "1"]) == 0
+    md = (tmp_path / "t" / "table1.md").read_text(encoding="utf-8")
+    assert _row(md, None, "paper: RaDeR Qwen2.5-7B-instruct (MATH, llmq+CoT+lexical)")[-1] == "24.6"
+    assert _row(md, None, "Δ")[-1] == "+0.4"  # 25.0 - 24.6

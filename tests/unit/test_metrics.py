@@ -271,11 +271,12 @@ def test_parse_config_hybrid_alpha_names_and_config_file(tmp_path: Path) -> None
     base = ["--model", "rader", "--model_path", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     auto = {task: parse_config([*base, "--task", task, "--hybrid_bm25_alpha"]) for task in ("biology", "aops", "champ")}
     assert {task: c.hybrid_bm25_alpha for task, c in auto.items()} == {"biology": 0.8, "aops": 1.0, "champ": 1.0}
-    assert auto["biology"].model_name == "rader+bm25"
+    # a --model_path names the run after its folder, so two checkpoints never share one
+    assert auto["biology"].model_name == f"rader-{tmp_path.name}+bm25"
     explicit = parse_config([*base, "--task", "biology", "--hybrid_bm25_alpha", "0.5"])
-    assert explicit.hybrid_bm25_alpha == 0.5 and explicit.model_name == "rader+bm25_a0.5"
+    assert explicit.hybrid_bm25_alpha == 0.5 and explicit.model_name == f"rader-{tmp_path.name}+bm25_a0.5"
     assert auto["champ"].encoder.instruction_task == "theoremqa_theorems"
-    assert auto["champ"].run_dir == tmp_path / "out" / "rader+bm25" / "original" / "champ"
+    assert auto["champ"].run_dir == tmp_path / "out" / f"rader-{tmp_path.name}+bm25" / "original" / "champ"
     for bad in (["--hybrid_bm25_alpha", "1.5"], ["--hybrid_bm25_alpha", "x"], ["--long_context"]):
         with pytest.raises(SystemExit):
             parse_config([*base, "--task", "aops", *bad])
@@ -294,8 +295,8 @@ def test_reused_score_json_must_match_the_settings(mirror: Path, tmp_path: Path)
     out = tmp_path / "out"
     rc, run_dir = run_main(mirror, write_score_json(tmp_path / "run.json", RUN), out)
     assert rc == 0
-    retrieve = ["--task", TASK, "--model", "rader", "--model_path", str(tmp_path), "--bright_dir", str(mirror),
-                "--output_dir", str(out)]  # fmt: skip
+    retrieve = ["--task", TASK, "--model", "rader", "--model_path", str(tmp_path), "--model_name", "rader",
+                "--bright_dir", str(mirror), "--output_dir", str(out)]  # fmt: skip
     # The stored run came from a file; a retrieval run of the same name must not silently reuse it.
     assert evaluate_bright.main(retrieve) == 2
     # Make the stored config say "retrieved with these settings": now it is reused (no corpus needed) ...

@@ -81,3 +81,18 @@ def test_bad_input_is_a_4xx_and_the_server_stays_healthy(
     assert response.status_code == status, response.text
     assert message in response.text
     assert client.get("/health").status_code == 200
+
+
+def test_a_server_still_encoding_reports_progress_then_serves(champ_mirror: Path) -> None:
+    from models.serving.deferred_app import DeferredApp
+
+    deferred = DeferredApp("rader")
+    with TestClient(deferred) as client:
+        deferred.progress(300, 1000)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json() == {"status": "loading", "retriever": "rader", "done": 300,
+                                                                "total": 1000}  # fmt: skip
+        assert client.get("/search", params={"query": "primes"}).status_code == 503
+        deferred.ready(create_app(BM25Retriever.from_corpus(load_corpus(champ_mirror, "champ")), LIMITS))
+        assert client.get("/health").status_code == 200
+        assert client.get("/search", params={"query": "prime numbers", "k": 2}).json()["doc_ids"]

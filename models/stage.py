@@ -324,7 +324,7 @@ def is_finished(directory: str | Path, name: str = SUCCESS_MARKER) -> bool:
 def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format=LOG_FORMAT)  # a no-op where handlers exist (pytest, a caller)
-    for noisy in ("httpx", "httpcore", "openai", "urllib3"):  # one INFO line per request drowns the progress bars
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "urllib3"):  # one INFO line per request drowns the progress bars
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

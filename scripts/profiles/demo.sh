@@ -63,6 +63,8 @@ TRAIN_GPUS="$([ "${DEMO_DEVICE:-cpu}" = cuda ] && echo 0 || echo none)"
 KEEP_PAPER_GLOBAL_BATCH=0
 MERGE_DTYPE=float32
 TRAIN_ARGS=(--model_name_or_path "$SMOLLM2" --max_steps "${DEMO_TRAIN_STEPS:-24}" --seed "$SEED")
+if [ "${DEMO_DEVICE:-cpu}" = cuda ]; then TRAIN_ARGS+=(--use_cpu false); fi
+export PAPER_TRAIN_GPUS=1  # the demo's recipe is sized for one device: no global-batch warning
 
 HELDOUT_MIRROR="$OUT/problems/CHAMP/heldout_mirror"
 DENSE_EVAL_ARGS="--device ${DEMO_DEVICE:-cpu}"

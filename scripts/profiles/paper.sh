@@ -37,7 +37,7 @@ SERVER_TIMEOUT_S="${SERVER_TIMEOUT_S:-1800}"
 MCTS_RUN_NAME="${MCTS_RUN_NAME:-math}"
 NUM_ROLLOUTS="${NUM_ROLLOUTS:-16}"
 NUM_WORKERS="${NUM_WORKERS:-160}"
-MCTS_ARGS=()
+MCTS_ARGS=(--max_concurrency "$NUM_WORKERS")  # as many requests in flight as searches
 
 # 03 + 04: the query types of Table 1's RaDeR row; lexical negatives from BM25 and the RepLLaMA server.
 QUERY_TYPES="${QUERY_TYPES:-llmq cot lexical}"

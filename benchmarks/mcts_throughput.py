@@ -88,7 +88,7 @@ def mcts_load(args: argparse.Namespace) -> dict[str, float]:
         run = RunDirectory(Path(tmp), index_width(problem_set.total_items))
         run.create()
         started = time.monotonic()
-        failed = run_problems(problems, [resources], search, run, args.workers, {"model": args.model})
+        failed, _ = run_problems(problems, [resources], search, run, args.workers, {"model": args.model})
         wall = time.monotonic() - started
     usage = client.usage.as_dict()
     client.close()

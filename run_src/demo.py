@@ -7,7 +7,9 @@ CHAMP) and then this module, which reads what the stages wrote under ``--out_dir
   base SmolLM2 and RaDeR-SmolLM2 on the held-out problems, the training samples per query type, the stage
   times (from ``reproduce/*.done``);
 * ``split.json`` (the held-out / training-pool split stage 00 drew) and ``mcts_problem_ids.json`` (the
-  problems the MCTS searched), which never overlap.
+  problems the MCTS searched), which never overlap;
+* ``inspect/report.md`` + ``inspect/tree_<index>.png``: :mod:`run_src.inspect_run` on the demo's MCTS run,
+  the drawn search tree of a problem with a retrieval and the run's counts per action.
 
 Usage (normally through ``bash scripts/demo.sh``)::
 
@@ -77,6 +79,7 @@ def write_report(out_dir: Path, trajectory_filter: str) -> str:
     atomic_write_json(out_dir / "split.json", split)
     atomic_write_json(out_dir / "mcts_problem_ids.json", searched)
     results, stats, timings = collect_results(out_dir), training_stats(out_dir), stage_times(out_dir)
+    inspected = inspect_mcts_run(out_dir)
     lines = [
         f"Held-out CHAMP problems: {len(split['heldout'])} queries over 89 concepts (seed {split['seed']}); "
         f"MCTS on {len(searched)} training problems; trajectory filter: {trajectory_filter}.",
@@ -88,6 +91,9 @@ def write_report(out_dir: Path, trajectory_filter: str) -> str:
         "Training samples per query type: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())),
         "",
         "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        "",
+        f"Search tree and per-action counts of the MCTS run: {inspected['report']} "
+        f"(tree of problem index {inspected['problem_index']}: {inspected['image']})",
     ]
     table = "\n".join(lines) + "\n"
     atomic_write_text(out_dir / "results.md", table)
@@ -97,6 +103,16 @@ def write_report(out_dir: Path, trajectory_filter: str) -> str:
     )
     plot_results(results, out_dir / "results.png")
     return table
+
+
+def inspect_mcts_run(out_dir: Path) -> dict[str, object]:
+    """:func:`run_src.inspect_run.inspect_run` on the demo's MCTS run directory, into ``out_dir/inspect``."""
+    from run_src.inspect_run import inspect_run
+
+    runs = sorted(path.parent for path in (out_dir / "mcts" / "CHAMP").glob("*/demo/args.json"))
+    if len(runs) != 1:
+        raise StageError(f"expected one MCTS run under {out_dir}/mcts/CHAMP/*/demo, found {len(runs)}")
+    return inspect_run(runs[0], out_dir / "inspect")
 
 
 def plot_results(results: dict[str, dict[str, float]], path: Path) -> None:

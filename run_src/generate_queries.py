@@ -55,8 +55,8 @@ from models.stage import (
 )
 from run_src.query_synthesis.llm_queries import QueryPrompts
 from run_src.query_synthesis.negatives import NEGATIVE_SCOPES
-from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, queries_file, write_records
-from run_src.query_synthesis.samples import THEOREM_SOURCES, LLMQuerySettings
+from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, compare_with_table9, queries_file, write_records
+from run_src.query_synthesis.samples import THEOREM_SOURCES, LLMQuerySettings, SynthesisMix, parse_type_values
 from run_src.query_synthesis.trajectories import TRAJECTORY_FILTERS, SelectionConfig
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class GenerateConfig:
     lexical_temperature: float
     lexical_top_p: float
     lexical_max_tokens: int
-    lexical_per_theorem: int
+    samples_per_node: tuple[str, ...]
+    dedup_key: tuple[str, ...]
     min_query_words: int
     max_query_words: int
     bm25_depth: int
@@ -140,7 +141,14 @@ class GenerateConfig:
             min_query_words=self.min_query_words,
             max_query_words=self.max_query_words,
             reject_theorem_name=not self.allow_theorem_name,
-            lexical_per_theorem=self.lexical_per_theorem,
+            mix=self.mix(),
+        )
+
+    def mix(self) -> SynthesisMix:
+        """The per-type multiplicity and de-duplication (``ValueError`` naming the flag on a bad pair)."""
+        return SynthesisMix(
+            samples_per_node=parse_type_values(self.samples_per_node, "--samples_per_node", int),
+            dedup_key=parse_type_values(self.dedup_key, "--dedup_key"),
         )
 
 
@@ -207,10 +215,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     llm.add_argument("--llmq_max_tokens", type=int, default=512)
     llm.add_argument(
         "--theorem_source",
-        default="retrieved_raw",
+        default="retrieved_summary",
         choices=THEOREM_SOURCES,
-        help="theorem text in the q_llmq prompt: the positive's corpus text, the MCTS summary, or the "
-        "QG node's hypothesised theorem (reference code)",
+        help="theorem text in the q_llmq prompt: the MCTS summary (spec [REC]), the positive's corpus statement, "
+        "or the QG node's hypothesised theorem (reference code)",
     )
     llm.add_argument("--max_theorem_chars", type=int, default=3000, help="theorem text is cut after this many chars")
     llm.add_argument(
@@ -222,7 +230,22 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     llm.add_argument("--lexical_temperature", type=float, default=1.0, help="reference lexical generation")
     llm.add_argument("--lexical_top_p", type=float, default=0.95)
     llm.add_argument("--lexical_max_tokens", type=int, default=256)
-    llm.add_argument("--lexical_per_theorem", type=int, default=1, help="lexical queries per unique positive")
+    mix = parser.add_argument_group("how many samples of each type (spec §6.2: Table 9's mix)")
+    mix.add_argument(
+        "--samples_per_node",
+        nargs="+",
+        default=[],
+        metavar="TYPE=N",
+        help="LLM samples per retrieval node (llmq) or per unique positive (lexical); default llmq=1 lexical=1",
+    )
+    mix.add_argument(
+        "--dedup_key",
+        nargs="+",
+        default=[],
+        metavar="TYPE=KEY",
+        help="text: merge equal (problem, positive, query); node: one per retrieval node; occurrence: one per "
+        "trajectory through the node; default llmq=occurrence cot=text question=node lexical=text",
+    )
     llm.add_argument("--min_query_words", type=int, default=3)
     llm.add_argument("--max_query_words", type=int, default=96)
     lex = parser.add_argument_group("lexical retrieval (spec §4.4 L3)")
@@ -268,7 +291,6 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     for name in (
         "grade_workers",
         "max_concurrency",
-        "lexical_per_theorem",
         "bm25_depth",
         "dense_k",
         "min_query_words",
@@ -278,6 +300,10 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
             parser.error(f"--{name} must be >= 1, got {getattr(config, name)}")
     if config.max_query_words < config.min_query_words:
         parser.error("--max_query_words must be >= --min_query_words")
+    try:
+        config.mix()
+    except ValueError as err:
+        parser.error(str(err))
     return config
 
 
@@ -366,23 +392,33 @@ def run(config: GenerateConfig) -> dict[str, Any]:
     from run_src.query_synthesis import samples
 
     produced: dict[str, list[QueryRecord]] = {}
+    mix = config.mix()
     if "cot" in config.query_types:
-        produced["cot"] = samples.cot_records(nodes)
+        produced["cot"] = samples.cot_records(nodes, mix)
     if "question" in config.query_types:
-        produced["question"] = samples.question_records(nodes)
+        produced["question"] = samples.question_records(nodes, mix)
     llm_summary: dict[str, Any] = {}
     if config.needs_llm:
         assert prompts is not None
         produced.update(_llm_types(config, nodes, corpora, prompts, lexical_tools, llm_summary))
     for query_type in config.query_types:
         write_records(queries_file(out, query_type), produced[query_type])
+    usable = {t: sum(r.status == "ok" for r in produced[t]) for t in config.query_types}
     summary = {
         "read": asdict(read_report) | {"errors": read_report.errors[:20]},
         "selection": select_report.as_dict(),
         "records": {t: _status_counts(produced[t]) for t in config.query_types},
+        "mix": mix.as_dict(),
+        "table9": compare_with_table9(usable),
         "llm": llm_summary,
         "seconds": round(time.monotonic() - started, 1),
     }
+    logger.info(
+        "usable records per type %s; shares %s (paper MATH %s)",
+        usable,
+        {t: v["share"] for t, v in summary["table9"]["produced"].items()},
+        {t: v["share"] for t, v in summary["table9"]["paper"]["MATH"].items()},
+    )
     atomic_write_json(out / "summary.json", summary)
     if not llm_summary.get("failures"):
         mark_success(out, {"records": summary["records"]})
@@ -438,7 +474,7 @@ def _llm_types(
 
     settings = config.llm_settings()
     plan = samples.plan_llmq(nodes, corpora, prompts, settings) if "llmq" in config.query_types else None
-    targets = samples.plan_lexical(nodes, settings.lexical_per_theorem) if "lexical" in config.query_types else []
+    targets = samples.plan_lexical(nodes, settings.mix.samples("lexical")) if "lexical" in config.query_types else []
     lexical_requests = samples.lexical_requests(targets, corpora, prompts, settings)
     requests = [*(plan.requests.values() if plan else []), *lexical_requests.values()]
     client = build_llm_client(
@@ -491,7 +527,7 @@ def _llm_types(
                 quiet=config.quiet,
             )
             retrievals.update({r.query_id: item for r, item in zip(todo, found, strict=True)})
-        produced["lexical"] = samples.attach_retrieval(records, retrievals)
+        produced["lexical"] = samples.attach_retrieval(records, retrievals, settings.mix)
     elif "lexical" in config.query_types:
         produced["lexical"] = []
     return produced

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.answers.checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade, judge_equivalence
+from models.answers.checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade
+from models.answers.judge import JudgeVerdict, judge_equivalence
 from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
 from models.settings import load_settings
 from models.stage import (
@@ -151,8 +152,9 @@ def grade_items(items: list[dict[str, Any]], config: GradeConfig) -> list[GradeR
 
 async def _judge_rejected(
     items: list[dict[str, Any]], results: list[GradeResult], config: GradeConfig
-) -> tuple[list[GradeResult], int]:
-    """Re-judge rejected items that have an answer; returns the new results and the failure count."""
+) -> tuple[list[GradeResult], dict[int, JudgeVerdict], int]:
+    """Re-judge rejected items that have an answer (the judge sees the item's ``question`` when it has one);
+    returns the new results, the verdicts by item index and the failure count."""
     from models.llm.client import LLMServiceError, config_from_settings
     from models.llm.factory import build_llm_client
 
@@ -165,27 +167,35 @@ async def _judge_rejected(
     logger.info("asking the LLM judge about %d of %d items", len(todo), len(items))
     failures = 0
 
-    async def judge_one(index: int) -> bool:
+    async def judge_one(index: int) -> JudgeVerdict | None:
         nonlocal failures
+        item = items[index]
         try:
-            return await judge_equivalence(client, results[index].extracted or "", str(items[index]["gold"]))
+            return await judge_equivalence(
+                client,
+                question=_as_text(item.get("question")) or "",
+                completion=_as_text(item["prediction"]) or "",
+                prediction=results[index].extracted or "",
+                gold=str(item["gold"]),
+            )
         except LLMServiceError as err:  # one failed request must not end the run
             failures += 1
-            logger.warning("LLM judge failed on id %s: %s", items[index]["id"], err)
-            return False
+            logger.warning("LLM judge failed on id %s: %s", item["id"], err)
+            return None
 
     try:
-        verdicts = await asyncio.gather(*(judge_one(i) for i in todo))
+        answers = await asyncio.gather(*(judge_one(i) for i in todo))
     finally:
         await client.aclose()
+    verdicts = {index: answer for index, answer in zip(todo, answers, strict=True) if answer is not None}
     updated = list(results)
-    for index, verdict in zip(todo, verdicts, strict=True):
-        if verdict:
+    for index, verdict in verdicts.items():
+        if verdict.equivalent:
             old = results[index]
             updated[index] = GradeResult(
                 True, old.extracted, old.normalized_prediction, old.normalized_gold, "llm_judge"
             )
-    return updated, failures
+    return updated, verdicts, failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,10 +214,15 @@ def grade_file(config: GradeConfig) -> None:
     logger.info("read %d items from %s", len(items), config.input)
     results = grade_items(items, config)
     judge_failures = 0
+    verdicts: dict[int, JudgeVerdict] = {}
     symbolic_correct = sum(r.correct for r in results)
     if config.llm_judge:
-        results, judge_failures = asyncio.run(_judge_rejected(items, results, config))
-    atomic_write_jsonl(config.output, [{**item, "correct": r.correct} for item, r in zip(items, results, strict=True)])
+        results, verdicts, judge_failures = asyncio.run(_judge_rejected(items, results, config))
+    rows = [
+        {**item, "correct": r.correct, **({"judge": verdicts[i].as_dict()} if i in verdicts else {})}
+        for i, (item, r) in enumerate(zip(items, results, strict=True))
+    ]
+    atomic_write_jsonl(config.output, rows)
     n_correct = sum(r.correct for r in results)
     summary = {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0}
     methods: dict[str, int] = {}

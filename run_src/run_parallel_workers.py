@@ -32,9 +32,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from models.answers.checking import SymbolicChecker, grading_workers_for
 from models.io_utils import atomic_write_json
 from models.llm.client import BACKENDS, LLMClient, LLMClientConfig, config_from_settings
 from models.llm.factory import build_llm_client
+from models.llm.prompt_templates import PROMPT_SHAPES
 from models.serving.retriever_client import RetrieverClient
 from models.settings import Settings, load_settings
 from models.stage import (
@@ -47,6 +49,7 @@ from models.stage import (
     require_flags,
     run_stage,
 )
+from run_src.mcts.action_counts import format_shares, sum_counts
 from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
 from run_src.mcts.problems import DATASET_NAMES, Problem, ProblemSet, load_problems, parse_shard, select_problems
 from run_src.mcts.run_outputs import (
@@ -79,8 +82,9 @@ INFORMATIONAL = frozenset({
     "num_workers", "num_cpu", "max_concurrency", "request_timeout", "max_retries", "generator_urls",
     "retriever_url", "bm25_url", "verbose", "note", "run_name", "run_outputs_root", "data_root", "data_file",
     "test_json_filename", "problem_ids", "start_idx", "end_idx", "shard", "disable_a3", "disable_a4", "disable_a5",
-    "bool_goldanswer_reward",
+    "bool_goldanswer_reward", "grading_workers",
 })  # fmt: skip
+UNPARSABLE_VERDICTS = ("negative", "skip")
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -115,7 +119,23 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     gen.add_argument("--qg_max_tokens", type=int, default=1024)
     gen.add_argument("--summary_max_tokens", type=int, default=512)
     gen.add_argument("--reflection_max_tokens", type=int, default=200)
-    gen.add_argument("--llm_judge", action="store_true", help="ask the generator when symbolic grading says no")
+    gen.add_argument(
+        "--llm_judge",
+        action="store_true",
+        help="ask the generator (question, completion, gold answer; temperature 0) when symbolic grading says no",
+    )
+    gen.add_argument(
+        "--prompt_shape",
+        choices=PROMPT_SHAPES,
+        default="single_user",
+        help="single_user: one user message with the few-shot block (the spec); chat_turns: few-shot chat turns",
+    )
+    gen.add_argument(
+        "--grading_workers",
+        type=int,
+        default=None,
+        help="symbolic answer-check processes (default: one per concurrent search, at most the CPU count)",
+    )
 
     search = p.add_argument_group("search")
     search.add_argument("--num_rollouts", type=int, default=16)
@@ -189,6 +209,19 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="probability of the dense retriever when --bm25_url is also given (1.0 = dense only)",
     )
     ret.add_argument("--topk_rt", type=int, default=5)
+    ret.add_argument(
+        "--retrieval_score_depth",
+        type=int,
+        default=100,
+        help="scores kept per retrieval call in retriever_scores/ (the trace keeps --topk_rt)",
+    )
+    ret.add_argument(
+        "--unparsable_verdicts",
+        choices=UNPARSABLE_VERDICTS,
+        default="negative",
+        help="negative: a theorem whose self-reflection verdict cannot be read is logged as a hard negative "
+        "(paper §4.2: not labelled relevant); skip: it is not logged",
+    )
     ret.add_argument("--LLM_candidate_theorems", action="store_true", help="query = parsed candidate theorems")
     ret.add_argument("--retrieval_selfreasoning", action="store_true", help="self-reflection filter on theorems")
     ret.add_argument("--corpus", default=None, help="corpus source the retriever serves (recorded for later stages)")
@@ -268,6 +301,7 @@ def action_settings(args: argparse.Namespace) -> ActionSettings:
         llm_candidate_theorems=args.LLM_candidate_theorems,
         retrieval_selfreasoning=args.retrieval_selfreasoning,
         topk_rt=args.topk_rt,
+        retrieval_score_depth=args.retrieval_score_depth,
         dense_probability=args.threshold,
         llm_judge=args.llm_judge,
         seed=args.seed,
@@ -370,9 +404,11 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
     parser = build_parser(settings)
     args = parse_flags(parser, None if argv is None else list(argv))
     require_flags(parser, args, "dataset_name", "model_ckpt")
-    for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt"):
+    for flag in ("num_rollouts", "num_workers", "num_cpu", "topk_rt", "retrieval_score_depth"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
+    if args.grading_workers is not None and args.grading_workers < 1:
+        parser.error("--grading_workers must be >= 1")
     if not 0.0 < args.mcts_discount_factor <= 1.0:
         parser.error(f"--mcts_discount_factor must be in (0, 1], got {args.mcts_discount_factor}")
     if args.dataset_name == "CHAMP" and args.corpus is None:
@@ -414,6 +450,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.LLM_candidate_theorems,
         subquestions=expansion.enabled(ActionName.SUBQUESTION),
         rephrase=expansion.enabled(ActionName.REPHRASE),
+        shape=args.prompt_shape,
     )
     record = stage_record(args, run, prompts, problem_set, covered, shard)
     args_path = run.root / "args.json"
@@ -438,26 +475,44 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         save_tree=args.save_tree,
         expansion=expansion,
+        unparsable_verdicts_as_negatives=args.unparsable_verdicts == "negative",
+    )
+    concurrency = args.num_workers * args.num_cpu
+    logger.info(
+        "prompts sent as %s; LLM judge %s; %s",
+        args.prompt_shape,
+        "on (unmatched boxed answers go to the generator)" if args.llm_judge else "off (symbolic grading only)",
+        f"unparsable verdicts {'logged as negatives' if args.unparsable_verdicts == 'negative' else 'not logged'}",
     )
     clients = generator_clients(args, settings)
     retrievers = retriever_set(args, settings)
-    resources = [ActionResources(client, retrievers, action_settings(args), prompts) for client in clients]
+    checker = SymbolicChecker(num_workers=args.grading_workers or grading_workers_for(concurrency))
+    resources = [ActionResources(client, retrievers, action_settings(args), prompts, checker) for client in clients]
     provenance = {
         "model": args.model_ckpt,
         "prompt_version": prompt_version_tag(prompts),
         "prompt_versions": prompts.versions(),
+        "prompt_shape": args.prompt_shape,
     }
-    failed = run_problems(pending, resources, search, run, args.num_workers * args.num_cpu, provenance)
+    try:
+        failed, seconds = run_problems(pending, resources, search, run, concurrency, provenance)
+    finally:
+        checker.close()
     done = run.finished_ids()
+    counts = sum_counts(sheet.get("action_counts", {}) for sheet in run.answer_sheet_records())
     summary = {
         "selected": len(problems),
         "finished": sum(problem.source_id in done for problem in problems),
         "failed": sorted(failed),
         "generator_usage": [client.usage.as_dict() for client in clients],
-    }
+        "search_seconds": {"problems": len(seconds), "total": round(sum(seconds), 1),
+                           "max": round(max(seconds, default=0.0), 1)},
+        **counts,
+    }  # fmt: skip
     atomic_write_json(run.root / "run_summary.json", summary)
     for client in clients:
         client.close()
+    logger.info("unparsable generator outputs per action (all finished problems):\n%s", format_shares(counts))
     logger.info(
         "finished %d/%d problems; %d failed (see %s)",
         summary["finished"],
@@ -475,9 +530,11 @@ def run_problems(
     run: RunDirectory,
     concurrency: int,
     provenance: dict[str, Any],
-) -> list[int]:
-    """Search ``problems`` ``concurrency`` at a time; returns the indices that failed (each logged with its traceback)."""
+) -> tuple[list[int], list[float]]:
+    """Search ``problems`` ``concurrency`` at a time; returns the indices that failed (each logged with its
+    traceback) and the search seconds of those that did not."""
     failed: list[int] = []
+    seconds: list[float] = []
     started = time.monotonic()
 
     def one(problem: Problem) -> ProblemOutputs:
@@ -491,7 +548,9 @@ def run_problems(
             for future in concurrent.futures.as_completed(futures):
                 problem = futures[future]
                 try:
-                    write_problem_outputs(run, future.result())
+                    outputs = future.result()
+                    write_problem_outputs(run, outputs)
+                    seconds.append(outputs.seconds)
                 except Exception as error:  # one problem's failure must not stop the others
                     trace = "".join(traceback.format_exception(error))
                     logger.error("problem %d (%s) failed:\n%s", problem.index, problem.source_id, trace)
@@ -504,7 +563,7 @@ def run_problems(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return failed
+    return failed, seconds
 
 
 if __name__ == "__main__":

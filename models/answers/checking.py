@@ -21,10 +21,12 @@ in order, each of which may decide:
    decimal against a closed form (``3.14159265`` vs ``\\pi``) uses the tolerance of step 4.
 
 DEVIATION (spec §10.6, §10.7 [FIX-optional]): the reference rewarded string matches only and sent
-everything else to the LLM judge; the symbolic step runs before any judge call here. The judge
-(:func:`judge_equivalence`) is a separate, opt-in async call at temperature 0 whose prompt is
-``prompts/answer_equivalence_judge.txt``; its reply is parsed as a whole-word yes/no, not the
-reference's substring test for ``True`` (§12 S4).
+everything else to the LLM judge; the symbolic step runs before any judge call here. The judge lives in
+:mod:`models.answers.judge`.
+
+Symbolic checks run in a pool of worker processes. Each answer has a budget of ``timeout_s`` seconds of
+*checking* time: waiting for a free worker, or for a worker restarted after someone else's timeout, is not
+charged, so a correct answer is not graded wrong because other searches keep the pool busy.
 
 Usage::
 
@@ -41,7 +43,6 @@ import os
 import queue
 import re
 import signal
-import string
 import subprocess
 import sys
 import threading
@@ -49,8 +50,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.answers.extraction import (
@@ -64,18 +63,12 @@ from models.answers.extraction import (
     parse_structure,
     unwrap_text,
 )
-from prompts import PROMPTS_DIR
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from models.llm.client import LLMClient
-
 logger = logging.getLogger(__name__)
 
-JUDGE_PROMPT_PATH = PROMPTS_DIR / "answer_equivalence_judge.txt"
-JUDGE_PLACEHOLDERS = frozenset({"prediction", "gold"})
-JUDGE_MAX_TOKENS = 20  # spec §13.1 item 9: judge replies are capped at 20 tokens
 DEFAULT_TIMEOUT_S = 5.0
 NUMERIC_REL_TOL = 1e-6
 NUMERIC_ABS_TOL = 1e-9
@@ -208,8 +201,11 @@ class _Worker:
             self.stop()
             raise RuntimeError("symbolic answer-check worker exited during start-up (see its stderr)") from err
 
-    def compare(self, prediction: str, gold: str, timeout_s: float) -> bool | None:
-        """``True``/``False``, or ``None`` when the comparison did not finish in ``timeout_s``."""
+    def compare(self, prediction: str, gold: str, timeout_s: float) -> tuple[bool | None, float]:
+        """``(verdict, seconds spent checking)``; the verdict is ``None`` when it did not come in ``timeout_s``.
+
+        A (re)start of the process happens before the clock starts: it is not the answer's fault.
+        """
         if self._process is None or self._process.poll() is not None:
             self.stop()
             self._start()
@@ -221,20 +217,22 @@ class _Worker:
             self._start()
             assert self._requests is not None and self._replies is not None
             self._requests.send((prediction, gold))
+        started = time.monotonic()
         if not self._replies.poll(max(timeout_s, 0.0)):
             logger.warning("symbolic check timed out after %.1f s: %r vs %r", timeout_s, prediction[:80], gold[:80])
             self.stop()
-            return None
+            return None, time.monotonic() - started
         try:
             ok, value = self._replies.recv()
         except EOFError:
             logger.warning("symbolic worker died comparing %r vs %r; counting as not equal", prediction[:80], gold[:80])
             self.stop()
-            return False
+            return False, time.monotonic() - started
+        elapsed = time.monotonic() - started
         if not ok:
             logger.debug("symbolic check failed (%s): %r vs %r", value, prediction[:80], gold[:80])
-            return False
-        return bool(value)
+            return False, elapsed
+        return bool(value), elapsed
 
     def stop(self) -> None:
         if self._process is not None:
@@ -252,7 +250,9 @@ class SymbolicChecker:
     A Python thread cannot be stopped, and sympy can spend minutes (or one uninterruptible C call)
     on an expression such as ``10^{10^{10}}``, so each comparison runs in a process that is killed
     when it overruns; the next comparison starts a fresh one. ``timeout_s`` covers the comparison
-    itself, not the one-off worker start (bounded by ``start_timeout_s``) or waiting for a free worker.
+    itself, not the one-off worker start (bounded by ``start_timeout_s``) or waiting for a free worker,
+    so callers can share a pool smaller than their concurrency without answers timing out in the queue
+    (size it with :func:`grading_workers_for`).
     """
 
     def __init__(
@@ -265,13 +265,21 @@ class SymbolicChecker:
         for worker in self._workers:
             self._idle.put(worker)
 
-    def compare(self, prediction: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool | None:
-        """Symbolic verdict, or ``None`` on timeout."""
+    @property
+    def num_workers(self) -> int:
+        return len(self._workers)
+
+    def check(self, prediction: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[bool | None, float]:
+        """``(verdict or None on timeout, seconds of checking)``; waiting for a free worker is not counted."""
         worker = self._idle.get()
         try:
             return worker.compare(prediction, gold, timeout_s)
         finally:
             self._idle.put(worker)
+
+    def compare(self, prediction: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool | None:
+        """Symbolic verdict, or ``None`` on timeout."""
+        return self.check(prediction, gold, timeout_s)[0]
 
     def close(self) -> None:
         for worker in self._workers:
@@ -286,6 +294,12 @@ class SymbolicChecker:
 
 _default_checker: SymbolicChecker | None = None
 _default_lock = threading.Lock()
+
+
+def grading_workers_for(concurrency: int) -> int:
+    """Worker processes for ``concurrency`` grading threads: one each, but no more than the CPUs can run
+    (more processes than cores only make every check slower)."""
+    return max(1, min(concurrency, os.cpu_count() or 1))
 
 
 def default_checker() -> SymbolicChecker:
@@ -322,10 +336,10 @@ def _numbers_equal(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool:
 
 
 class _Comparison:
-    """One call's shared deadline and checker, so structures spend one time budget in total."""
+    """One call's checking budget and checker, so the items of a structure spend one budget in total."""
 
-    def __init__(self, deadline: float, checker: SymbolicChecker | None) -> None:
-        self.deadline = deadline
+    def __init__(self, budget_s: float, checker: SymbolicChecker | None) -> None:
+        self.budget_s = budget_s
         self.checker = checker
 
     def compare(self, prediction: str, gold: str) -> tuple[bool, str]:
@@ -399,11 +413,11 @@ class _Comparison:
         return True, "structure"
 
     def _symbolic(self, prediction: str, gold: str) -> tuple[bool, str]:
-        remaining_s = self.deadline - time.monotonic()
-        if remaining_s <= 0:
+        if self.budget_s <= 0:
             return False, "timeout"
         checker = self.checker or default_checker()
-        verdict = checker.compare(prediction, gold, remaining_s)
+        verdict, spent_s = checker.check(prediction, gold, self.budget_s)
+        self.budget_s -= spent_s
         if verdict is None:
             return False, "timeout"
         return verdict, "symbolic" if verdict else "no_match"
@@ -421,7 +435,7 @@ def _compare_raw(
         if prediction is None and gold is None:
             logger.warning("comparing two missing answers; counting them as equal (spec §10.4)")
         return prediction is None and gold is None, "no_answer", normalized_prediction, normalized_gold
-    comparison = _Comparison(time.monotonic() + timeout_s, checker)
+    comparison = _Comparison(timeout_s, checker)
     try:
         equal, method = comparison.compare(normalized_prediction, normalized_gold)
     except RecursionError:  # structures nested hundreds deep: not a real answer
@@ -438,7 +452,7 @@ def is_equivalent(
 ) -> bool:
     """Are two answers (box contents, not whole solutions) mathematically the same?
 
-    ``timeout_s`` bounds the symbolic step (a timeout counts as not equal). Both ``None`` →
+    ``timeout_s`` bounds the time spent in symbolic checks (a timeout counts as not equal). Both ``None`` →
     ``True`` with a warning and one ``None`` → ``False``, as in the reference (§10.4).
     """
     return _compare_raw(prediction, gold, timeout_s, checker)[0]
@@ -464,58 +478,3 @@ def grade(
         return GradeResult(False, None, "", normalize_answer(gold_answer), "no_answer")
     correct, method, normalized_prediction, normalized_gold = _compare_raw(extracted, gold_answer, timeout_s, checker)
     return GradeResult(correct, extracted, normalized_prediction, normalized_gold, method)
-
-
-# --------------------------------------------------------------------------------------------
-# LLM judge (opt-in, after the symbolic checks said no)
-# --------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def load_judge_template(path: Path = JUDGE_PROMPT_PATH) -> str:
-    """The judge prompt; raises ``ValueError`` unless its placeholders are exactly ``{prediction}``, ``{gold}``."""
-    template = path.read_text(encoding="utf-8")
-    names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    if names != JUDGE_PLACEHOLDERS:
-        raise ValueError(f"{path} must use exactly the placeholders {sorted(JUDGE_PLACEHOLDERS)}, found {sorted(names)}")
-    return template
-
-
-def render_judge_prompt(prediction: str, gold: str, path: Path = JUDGE_PROMPT_PATH) -> str:
-    """The judge's user message for one pair (LaTeX braces in the answers are safe: they are values)."""
-    return load_judge_template(path).format(prediction=prediction.strip(), gold=gold.strip())
-
-
-def parse_judge_reply(reply: str) -> bool | None:
-    """``True`` for yes, ``False`` for no, ``None`` for anything else.
-
-    The first word decides (``"Yes."``, ``"**No**, because ..."``); failing that, a reply that
-    contains exactly one of the whole words yes/no. DEVIATION (§12 S4): the reference counted any
-    reply containing ``True`` as a match, including ``"not True"``.
-    """
-    text = re.sub(r"<think>.*?</think>", " ", reply, flags=re.DOTALL | re.IGNORECASE).lower()
-    words = re.findall(r"[a-z]+", text)
-    if not words or re.search(r"\byes\s*(?:or|/)\s*no\b", text):  # empty, or an echo of the options
-        return None
-    if words[0] in ("yes", "no"):
-        return words[0] == "yes"
-    found = {w for w in words if w in ("yes", "no")}
-    return (found == {"yes"}) if len(found) == 1 else None
-
-
-async def judge_equivalence(client: LLMClient, prediction: str, gold: str) -> bool:
-    """Ask the generator whether two answers are equivalent (temperature 0, one sample).
-
-    An unparsable reply counts as not equivalent and is logged; ``LLMServiceError`` propagates so
-    the caller can record the failure next to the item.
-    """
-    from models.llm.client import SamplingParams
-
-    params = SamplingParams(max_tokens=JUDGE_MAX_TOKENS, temperature=0.0, n=1)
-    prompt = render_judge_prompt(prediction, gold)
-    completion = await client.achat([{"role": "user", "content": prompt}], params)
-    reply = completion.texts[0] if completion.texts else ""
-    verdict = parse_judge_reply(reply)
-    if verdict is None:
-        logger.warning("judge reply %r is neither yes nor no; counting as not equivalent", reply[:200])
-    return bool(verdict)

@@ -1,8 +1,13 @@
 """Prompt files for chat models: a system instruction, few-shot turns and a user template, in one text file.
 
-Few-shot examples become real user/assistant turns, so the server applies the model's own chat template
-instead of us pasting a raw completion prompt. Each file's version is a hash of its bytes, so every output
-can record exactly which prompt produced it.
+A template renders in one of two shapes, and the server applies the model's own chat template to either:
+
+* ``chat_turns``: a system message, each few-shot example as a real user/assistant turn, then the user turn;
+* ``single_user``: one user message holding the instruction, the few-shot block (each example's user text
+  with its answer on the next line) and the filled template, which is how the reference sent its prompts
+  (spec ``specs/mcts.md`` §13.1(8)).
+
+Each file's version is a hash of its bytes, so every output can record exactly which prompt produced it.
 
 File format (sections start with a ``### <section>`` line; text between headers belongs to the section;
 lines starting with ``#`` before the first header are comments)::
@@ -30,13 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from prompts import PROMPTS_DIR
 
-__all__ = ["PROMPTS_DIR", "PromptTemplate", "load_prompt"]
+__all__ = ["PROMPTS_DIR", "PROMPT_SHAPES", "PromptTemplate", "load_prompt"]
+PROMPT_SHAPES = ("single_user", "chat_turns")
 _SECTIONS = ("system", "example user", "example assistant", "user")
 
 Message = dict[str, str]
@@ -51,28 +57,40 @@ class PromptTemplate:
     examples: tuple[tuple[str, str], ...]
     user_template: str
     version: str
+    shape: str = "chat_turns"
 
     @property
     def placeholders(self) -> frozenset[str]:
         return frozenset(name for _, name, _, _ in string.Formatter().parse(self.user_template) if name)
 
+    def with_shape(self, shape: str) -> PromptTemplate:
+        """The same prompt rendered as ``shape`` (one of :data:`PROMPT_SHAPES`)."""
+        if shape not in PROMPT_SHAPES:
+            raise ValueError(f"prompt shape must be one of {PROMPT_SHAPES}, got {shape!r}")
+        return replace(self, shape=shape)
+
     def render(self, **fields: str) -> list[Message]:
-        """System message, the few-shot turns, then the filled user template."""
+        """The chat messages of this prompt with ``fields`` filled in, in the template's shape."""
         missing = self.placeholders - fields.keys()
         if missing:
             raise KeyError(f"prompt {self.name!r} needs {sorted(missing)}; got {sorted(fields)}")
+        filled = self.user_template.format(**fields)
+        if self.shape == "single_user":
+            blocks = [self.system] if self.system else []
+            blocks += [f"{example_user}\n{example_answer}" for example_user, example_answer in self.examples]
+            return [{"role": "user", "content": "\n\n".join([*blocks, filled])}]
         messages: list[Message] = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
         for user, assistant in self.examples:
             messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": assistant})
-        messages.append({"role": "user", "content": self.user_template.format(**fields)})
+        messages.append({"role": "user", "content": filled})
         return messages
 
     def identity(self) -> dict[str, str]:
-        """``{"name", "version"}`` for output records."""
-        return {"name": self.name, "version": self.version}
+        """``{"name", "version", "shape"}`` for output records."""
+        return {"name": self.name, "version": self.version, "shape": self.shape}
 
 
 def parse_prompt(text: str, name: str) -> PromptTemplate:

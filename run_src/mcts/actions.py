@@ -66,12 +66,16 @@ class RetrievedTheorem:
     """One candidate of a retrieval call, in rank order, after summarization and self-reflection.
 
     ``label`` is ``None`` when self-reflection is switched off; then every candidate becomes a node.
+    ``statement`` is what the summarizer saw (the corpus text without proofs, spec §3.1); ``text`` is the
+    corpus text as retrieved, kept for reference.
     """
 
     theorem_id: str
     summary: str
     label: RelevanceLabel | None = None
     reason: str | None = None
+    statement: str | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,16 @@ class RetrievalOutcome:
     """Everything one retrieval call (spec §6.4) produced for one QG node.
 
     ``theorems`` are the judged top-k candidates in rank order; ``scores`` maps theorem id to retrieval
-    score for the ids the retriever returned, sorted descending ([FIX] §9.4: top-k only, not the corpus).
+    score for those top-k ids, sorted descending, as the trace stores them ([FIX] §9.4: not the whole corpus);
+    ``deep_scores`` holds the scores to the configured depth (default 100) for the score log, so the recall
+    of MCTS queries can be computed later.
     """
 
     query: str
     theorems: tuple[RetrievedTheorem, ...]
     scores: dict[str, float] = field(default_factory=dict)
     retriever_name: str | None = None
+    deep_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from models.answers.checking import grade, judge_equivalence
+from models.answers.checking import SymbolicChecker, grade
+from models.answers.extraction import extract_boxed
+from models.answers.judge import judge_equivalence
 from models.llm.client import LLMClient, SamplingParams
 from models.llm.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
+from models.retrieval.theorem_text import statement_for_prompt
+from run_src.mcts.action_counts import ActionCounts
 from run_src.mcts.actions import (
     AnswerCompletion,
     AnswerGrade,
@@ -78,6 +82,8 @@ class ActionSettings:
     llm_candidate_theorems: bool = True
     retrieval_selfreasoning: bool = True
     topk_rt: int = 5
+    # Scores kept per retrieval call for the score log (the trace keeps the top-k): recall of MCTS queries.
+    retrieval_score_depth: int = 100
     # Probability of the dense retriever when both dense and BM25 are configured (reference --threshold);
     # [FIX] P1: the BM25 branch works, and 1.0 means dense only.
     dense_probability: float = 1.0
@@ -94,6 +100,8 @@ class ActionSettings:
             raise ValueError(f"dense_probability (--threshold) must be in [0, 1], got {self.dense_probability}")
         if self.topk_rt < 1:
             raise ValueError(f"topk_rt must be >= 1, got {self.topk_rt}")
+        if self.retrieval_score_depth < 1:
+            raise ValueError(f"retrieval_score_depth must be >= 1, got {self.retrieval_score_depth}")
         if self.num_votes < 1:
             raise ValueError(f"num_votes must be >= 1, got {self.num_votes}")
 
@@ -113,7 +121,11 @@ class RetrieverSet:
 
 @dataclass(frozen=True)
 class MCTSPrompts:
-    """The prompt files of the actions (``prompts/mcts_*.txt``); the rStar ones only when their action is on."""
+    """The prompt files of the actions (``prompts/mcts_*.txt``); the rStar ones only when their action is on.
+
+    ``shape`` is how every prompt is sent: ``single_user`` (one user message with the few-shot block, as the
+    spec's §13.1(8) and the reference) or ``chat_turns`` (system message and few-shot turns).
+    """
 
     ost: PromptTemplate
     crs: PromptTemplate
@@ -132,21 +144,30 @@ class MCTSPrompts:
         *,
         subquestions: bool = False,
         rephrase: bool = False,
+        shape: str = "single_user",
     ) -> MCTSPrompts:
         root = PROMPTS_DIR if prompts_dir is None else Path(prompts_dir)
+
+        def load(name: str, placeholders: set[str]) -> PromptTemplate:
+            return load_prompt(root / name, placeholders).with_shape(shape)
+
         steps = {"question", "partial_solution"}
         qg_file = "mcts_query_generation.txt" if llm_candidate_theorems else "mcts_query_generation_freetext.txt"
         answered = {"question", "subquestions"}
         return cls(
-            ost=load_prompt(root / "mcts_ost.txt", steps),
-            crs=load_prompt(root / "mcts_crs.txt", steps),
-            query_generation=load_prompt(root / qg_file, steps),
-            summarize=load_prompt(root / "mcts_summarize_theorem.txt", {"theorem"}),
-            self_reflection=load_prompt(root / "mcts_self_reflection.txt", steps | {"theorem"}),
-            subquestion=load_prompt(root / "mcts_subquestion.txt", answered) if subquestions else None,
-            subanswer=load_prompt(root / "mcts_subanswer.txt", answered | {"subquestion"}) if subquestions else None,
-            rephrase=load_prompt(root / "mcts_rephrase.txt", {"question"}) if rephrase else None,
+            ost=load("mcts_ost.txt", steps),
+            crs=load("mcts_crs.txt", steps),
+            query_generation=load(qg_file, steps),
+            summarize=load("mcts_summarize_theorem.txt", {"theorem"}),
+            self_reflection=load("mcts_self_reflection.txt", steps | {"theorem"}),
+            subquestion=load("mcts_subquestion.txt", answered) if subquestions else None,
+            subanswer=load("mcts_subanswer.txt", answered | {"subquestion"}) if subquestions else None,
+            rephrase=load("mcts_rephrase.txt", {"question"}) if rephrase else None,
         )
+
+    @property
+    def shape(self) -> str:
+        return self.ost.shape
 
     def templates(self) -> tuple[PromptTemplate, ...]:
         """Every loaded template, the rStar ones included when present."""
@@ -167,12 +188,17 @@ class MCTSPrompts:
 
 @dataclass
 class ActionResources:
-    """Everything the actions of all problems share. Thread-safe."""
+    """Everything the actions of all problems share. Thread-safe.
+
+    ``checker`` is the symbolic-grading pool (sized to the number of concurrent searches by the runner);
+    ``None`` uses the process-wide one-worker checker.
+    """
 
     llm: LLMClient
     retrievers: RetrieverSet
     settings: ActionSettings
     prompts: MCTSPrompts | None = None
+    checker: SymbolicChecker | None = None
 
     def __post_init__(self) -> None:
         if self.prompts is None:
@@ -186,7 +212,11 @@ def request_seed(run_seed: int, problem_id: str, node_id: int, action: str) -> i
 
 
 class LLMActions:
-    """One problem's actions: prompts → generator → parsed results, graded against ``gold_answer``."""
+    """One problem's actions: prompts → generator → parsed results, graded against ``gold_answer``.
+
+    ``counts`` tallies requests and unparsable outputs per action; ``judge_verdicts`` lists every LLM-judge
+    call (answer, verdict, reply) for the answer sheet.
+    """
 
     def __init__(self, resources: ActionResources, problem_id: str, gold_answer: str) -> None:
         self.resources = resources
@@ -195,6 +225,8 @@ class LLMActions:
         assert resources.prompts is not None
         self.prompts = resources.prompts
         self.settings = resources.settings
+        self.counts = ActionCounts(problem_id)
+        self.judge_verdicts: list[dict[str, object]] = []
 
     # --- plumbing ---------------------------------------------------------------------------------------
 
@@ -226,14 +258,20 @@ class LLMActions:
         completion = self.resources.llm.chat(
             messages, self._params(node, "ost", self.settings.ost_max_tokens, n, ("\n",))
         )
-        return [step for step in (first_step(text) for text in completion.texts) if step]
+        steps = [first_step(text) for text in completion.texts]
+        self.counts.record("ost", node.node_id, completion.texts, [not step for step in steps])
+        return [step for step in steps if step]
 
     def generate_direct_answers(self, node: ReasoningNode, n: int) -> list[AnswerCompletion]:
         """A2/CRS (§6.5): ``n`` completions of the remaining steps, each graded against the gold answer."""
         messages = self.prompts.crs.render(question=node.question, partial_solution=steps_text(node))
-        params = self._params(node, "crs", self.settings.crs_max_tokens, n, ("\nQuestion:",))
+        params = self._params(node, "crs", self.settings.crs_max_tokens, n, ("\nContext:", "\nQuestion:"))
         completion = self.resources.llm.chat(messages, params)
-        return [AnswerCompletion(text.strip(), self.grade_answer(node, text)) for text in completion.texts]
+        self.counts.record("crs", node.node_id, completion.texts, [extract_boxed(t) is None for t in completion.texts])
+        return [
+            AnswerCompletion(text.strip(), self.grade_answer(node, text, sample=f"crs{i}"))
+            for i, text in enumerate(completion.texts)
+        ]
 
     def generate_queries(self, node: ReasoningNode, n: int) -> list[QueryCandidate]:
         """QG (§6.3): ``n`` generations; candidate-theorem blocks parsed per block, or each whole text as one query."""
@@ -242,9 +280,12 @@ class LLMActions:
         )
         params = self._params(node, "qg", self.settings.qg_max_tokens, n, ("\nQuestion:",))
         texts = [text.strip() for text in self.resources.llm.chat(messages, params).texts]
-        if self.settings.llm_candidate_theorems:
-            return [candidate for text in texts for candidate in parse_candidate_theorems(text)]
-        return [QueryCandidate(query=text, full_output=text) for text in texts if text]
+        if not self.settings.llm_candidate_theorems:
+            self.counts.record("qg", node.node_id, texts, [not text for text in texts])
+            return [QueryCandidate(query=text, full_output=text) for text in texts if text]
+        parsed = [parse_candidate_theorems(text) for text in texts]
+        self.counts.record("qg", node.node_id, texts, [not candidates for candidates in parsed])
+        return [candidate for candidates in parsed for candidate in candidates]
 
     # --- RT -----------------------------------------------------------------------------------------------
 
@@ -265,31 +306,41 @@ class LLMActions:
         return self.resources.retrievers
 
     def retrieve(self, node: ReasoningNode, query: str) -> RetrievalOutcome:
-        """RT (§6.4): top-k, drop theorems already on the path, summarize each, then judge each on its own.
+        """RT (§6.4): top-k, drop theorems already on the path, summarize each statement, then judge each.
 
         Candidates already on the path are removed before any LLM call (no back-fill, as the reference:
-        S12). The outcome keeps the retriever's top-k scores for the trace and the score log.
+        S12). The summarizer sees the theorem's statement without its proof (§3.1, §6.4.3). The outcome keeps
+        the top-k scores for the trace and the scores to ``retrieval_score_depth`` for the score log.
         """
         client, name = self._pick_retriever(node)
-        result = client.search(query, k=self.settings.topk_rt)
+        depth = max(self.settings.topk_rt, self.settings.retrieval_score_depth)
+        result = client.search(query, k=depth)
+        top = self.settings.topk_rt
         on_path = set(node.theorem_ids)
         fresh = [
-            (doc_id, text) for doc_id, text in zip(result.doc_ids, result.texts, strict=False) if doc_id not in on_path
+            (doc_id, text)
+            for doc_id, text in zip(result.doc_ids[:top], result.texts[:top], strict=False)
+            if doc_id not in on_path
         ]
-        scores = dict(zip(result.doc_ids, result.scores, strict=True))
+        deep_scores = dict(zip(result.doc_ids, result.scores, strict=True))
+        scores = dict(list(deep_scores.items())[:top])
         if not fresh:
-            return RetrievalOutcome(query=query, theorems=(), scores=scores, retriever_name=name)
-        summaries = self._summarize(node, [text for _, text in fresh])
+            return RetrievalOutcome(query, (), scores, name, deep_scores)
+        statements = [statement_for_prompt(text) for _, text in fresh]
+        summaries = self._summarize(node, statements)
         verdicts: list[tuple[RelevanceLabel | None, str | None]]
         if self.settings.retrieval_selfreasoning:
             verdicts = self._self_reflect(node, summaries)
         else:
             verdicts = [(None, None)] * len(summaries)
         theorems = tuple(
-            RetrievedTheorem(theorem_id=doc_id, summary=summary, label=label, reason=reason)
-            for (doc_id, _), summary, (label, reason) in zip(fresh, summaries, verdicts, strict=True)
+            RetrievedTheorem(doc_id, summary, label, reason, statement=statement, text=text)
+            for (doc_id, text), statement, summary, (label, reason) in zip(
+                fresh, statements, summaries, verdicts, strict=True
+            )
         )
-        return RetrievalOutcome(query=query, theorems=theorems, scores=scores, retriever_name=name)
+        self.counts.record_theorems(t.label.value if t.label is not None else "unjudged" for t in theorems)
+        return RetrievalOutcome(query, theorems, scores, name, deep_scores)
 
     def _gather_samples(
         self, conversations: list[list[dict[str, str]]], params: list[SamplingParams]
@@ -308,15 +359,16 @@ class LLMActions:
         """Send one request per conversation concurrently; each reply's first sample, stripped."""
         return [(texts[0] if texts else "").strip() for texts in self._gather_samples(conversations, params)]
 
-    def _summarize(self, node: ReasoningNode, texts: list[str]) -> list[str]:
-        conversations = [self.prompts.summarize.render(theorem=" ".join(text.split())) for text in texts]
+    def _summarize(self, node: ReasoningNode, statements: list[str]) -> list[str]:
+        conversations = [self.prompts.summarize.render(theorem=statement) for statement in statements]
         params = [
             self._params(node, f"summary{i}", self.settings.summary_max_tokens, stop=("\nTheorem:",))
-            for i in range(len(texts))
+            for i in range(len(statements))
         ]
         summaries = self._gather(conversations, params)
-        # An empty summary would hide the theorem from every later prompt: fall back to the original text.
-        return [summary or " ".join(text.split())[:1000] for summary, text in zip(summaries, texts, strict=True)]
+        self.counts.record("summary", node.node_id, summaries, [not summary for summary in summaries])
+        # An empty summary would hide the theorem from every later prompt: fall back to the statement.
+        return [summary or statement[:1000] for summary, statement in zip(summaries, statements, strict=True)]
 
     def _self_reflect(self, node: ReasoningNode, summaries: list[str]) -> list[tuple[RelevanceLabel, str | None]]:
         # The QG node's own text is not part of the context: the path up to its parent is (§6.4.4).
@@ -329,7 +381,11 @@ class LLMActions:
             self._params(node, f"reflection{i}", self.settings.reflection_max_tokens, stop=("\nQuestion:",))
             for i in range(len(summaries))
         ]
-        return [parse_self_reflection(reply) for reply in self._gather(conversations, params)]
+        replies = self._gather(conversations, params)
+        verdicts = [parse_self_reflection(reply) for reply in replies]
+        unreadable = [label is RelevanceLabel.UNPARSABLE for label, _ in verdicts]
+        self.counts.record("reflection", node.node_id, replies, unreadable)
+        return verdicts
 
     # --- rStar A3, A5 (off by default) --------------------------------------------------------------------
 
@@ -357,7 +413,9 @@ class LLMActions:
         messages = proposer.render(question=node.question, subquestions=answered)
         params = self._params(node, "subquestion", self.settings.subquestion_max_tokens, n, ("\nAnswer",))
         proposals: list[str] = []
-        for text in self.resources.llm.chat(messages, params).texts:
+        texts = self.resources.llm.chat(messages, params).texts
+        self.counts.record("subquestion", node.node_id, texts, [parse_subquestion(t) is None for t in texts])
+        for text in texts:
             subquestion = parse_subquestion(text)
             if subquestion is not None and subquestion.casefold() not in {p.casefold() for p in proposals}:
                 proposals.append(subquestion)
@@ -381,7 +439,8 @@ class LLMActions:
                 continue  # a sub-question nobody answered would be an empty node
             if is_final:
                 rewards = [
-                    reward_for_grade(self.grade_answer(node, a), node.config.wrong_answer_reward) for a in answers
+                    reward_for_grade(self.grade_answer(node, a, sample=f"final{j}"), node.config.wrong_answer_reward)
+                    for j, a in enumerate(answers)
                 ]
                 best = max(rewards)
                 steps.append(SubquestionStep(subquestion, answers[rewards.index(best)], best))
@@ -396,6 +455,7 @@ class LLMActions:
         params = self._params(node, "rephrase", self.settings.rephrase_max_tokens, 1, ("\nProblem:",))
         texts = self.resources.llm.chat(messages, params).texts
         rephrased = parse_rephrased(texts[0]) if texts else None
+        self.counts.record("rephrase", node.node_id, texts[:1], [rephrased is None])
         if rephrased is None:
             logger.debug("problem %s node %d: unusable rephrasing, keeping the question", self.problem_id, node.node_id)
             return node.question
@@ -407,18 +467,29 @@ class LLMActions:
         """The normalised final answer, for the self-consistency reward (the A3 votes use the same key)."""
         return subanswer_key(text)
 
-    def grade_answer(self, node: ReasoningNode, text: str) -> AnswerGrade:
-        """Gold-answer grade (§10.5): no ``\\boxed{}`` → UNFORMATTED; then symbolic check, then the optional judge."""
-        result = grade(text, self.gold_answer, require_boxed=True)
+    def grade_answer(self, node: ReasoningNode, text: str, sample: str = "ost") -> AnswerGrade:
+        """Gold-answer grade (§10.5): no ``\\boxed{}`` → UNFORMATTED; then the symbolic checks; then, with
+        ``llm_judge``, the judge, which sees the question, the whole completion and the gold answer.
+
+        Every judge call is appended to :attr:`judge_verdicts`; ``sample`` names the completion in its seed.
+        """
+        result = grade(text, self.gold_answer, require_boxed=True, checker=self.resources.checker)
         if result.extracted is None:
             return AnswerGrade.UNFORMATTED
         if result.correct:
             return AnswerGrade.CORRECT
-        if self.settings.llm_judge and asyncio.run(
-            judge_equivalence(self.resources.llm, result.extracted, self.gold_answer)
-        ):
-            return AnswerGrade.CORRECT
-        return AnswerGrade.WRONG
+        if not self.settings.llm_judge:
+            return AnswerGrade.WRONG
+        seed = request_seed(self.settings.seed, self.problem_id, node.node_id, f"judge-{sample}")
+        verdict = asyncio.run(
+            judge_equivalence(
+                self.resources.llm, question=node.question, completion=text, prediction=result.extracted,
+                gold=self.gold_answer, seed=seed,
+            )
+        )  # fmt: skip
+        self.counts.record("judge", node.node_id, [verdict.reply], [not verdict.readable])
+        self.judge_verdicts.append({"node_id": node.node_id, "prediction": result.extracted, **verdict.as_dict()})
+        return AnswerGrade.CORRECT if verdict.equivalent else AnswerGrade.WRONG
 
 
 def majority_subanswer(answers: list[str], num_samples: int) -> tuple[str, float]:

@@ -8,8 +8,9 @@ Layout under ``<run_outputs_root>/<dataset>/<model>/<run_name>/``::
     answer_sheets/Question <idx> - Final Solutions.json
     answer_sheets/Question <idx> - Rollout Solutions.json
     answer_sheets/Question <idx> - Rollout <r>.tree     with --save_tree
-    hard_negatives/<idx>.jsonl                  self-reflection verdicts (label 0 and 1)
-    retriever_scores/<idx>.jsonl                one line per retrieval call (top-k scores)
+    trees/<idx>.json                            the final tree (kinds, visits, values, verdicts) for inspect_run
+    hard_negatives/<idx>.jsonl                  self-reflection verdicts (label 0 and 1; unparsable as 0)
+    retriever_scores/<idx>.jsonl                one line per retrieval call (scores to --retrieval_score_depth)
     errors/<idx>.json                           traceback of a failed problem (removed once it succeeds)
 
 ``<idx>`` is the global problem index zero-padded to a width fixed by the dataset size ([FIX] the
@@ -67,11 +68,14 @@ class RunDirectory:
     def retriever_scores(self, index: int) -> Path:
         return self.root / "retriever_scores" / f"{index:0{self.width}d}.jsonl"
 
+    def tree_json(self, index: int) -> Path:
+        return self.root / "trees" / f"{index:0{self.width}d}.json"
+
     def error_file(self, index: int) -> Path:
         return self.root / "errors" / f"{index:0{self.width}d}.json"
 
     def create(self) -> None:
-        for sub in ("answer_sheets", "hard_negatives", "retriever_scores", "errors"):
+        for sub in ("answer_sheets", "trees", "hard_negatives", "retriever_scores", "errors"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def finished_ids(self) -> set[str]:
@@ -92,6 +96,14 @@ class RunDirectory:
         return found
 
 
+    def answer_sheet_records(self) -> list[dict[str, Any]]:
+        """Every answer sheet of the run, in index order."""
+        if not self.answer_sheets.is_dir():
+            return []
+        paths = sorted(p for p in self.answer_sheets.iterdir() if ANSWER_SHEET_RE.match(p.name))
+        return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+
+
 @dataclass
 class ProblemOutputs:
     """Everything one finished search produced, ready to be written."""
@@ -103,6 +115,8 @@ class ProblemOutputs:
     hard_negatives: list[dict[str, Any]]
     retriever_scores: list[dict[str, Any]]
     trees: list[str]
+    tree: dict[str, Any] | None = None
+    seconds: float = 0.0  # wall time of the search: for the run summary, not the (deterministic) files
 
 
 def write_problem_outputs(run: RunDirectory, outputs: ProblemOutputs) -> None:
@@ -114,6 +128,8 @@ def write_problem_outputs(run: RunDirectory, outputs: ProblemOutputs) -> None:
         atomic_write_text(run.tree(index, rollout_id), text)
     atomic_write_jsonl(run.hard_negatives(index), json_safe(outputs.hard_negatives))
     atomic_write_jsonl(run.retriever_scores(index), json_safe(outputs.retriever_scores))
+    if outputs.tree is not None:
+        atomic_write_json(run.tree_json(index), json_safe(outputs.tree), indent=None)
     atomic_write_json(run.answer_sheet(index), json_safe(outputs.answer_sheet), indent=1)
     run.error_file(index).unlink(missing_ok=True)
 

@@ -33,7 +33,7 @@ from run_src.mcts.trace import (
     rollout_solution_records,
     self_reflection_records,
 )
-from run_src.mcts.tree_dump import render_tree
+from run_src.mcts.tree_dump import render_tree, tree_record
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class SearchSettings:
     seed: int = 42
     save_tree: bool = False
     expansion: ExpansionConfig = field(default_factory=ExpansionConfig)
+    # Paper §4.2: a theorem not labelled relevant is a negative, so an unreadable verdict is logged as one.
+    unparsable_verdicts_as_negatives: bool = True
 
 
 def solution_text(node: ReasoningNode) -> str:
@@ -65,7 +67,8 @@ def solve_problem(
 ) -> ProblemOutputs:
     """Search ``problem`` with ``settings.num_rollouts`` rollouts and return all its records.
 
-    ``provenance`` (generator model, prompt versions, ...) is copied into the answer sheet.
+    ``provenance`` (generator model, prompt versions, ...) is copied into the answer sheet, with the action
+    counts and the LLM-judge verdicts. Nothing written depends on timing, so the same seeds give the same bytes.
     """
     started = time.monotonic()
     actions = LLMActions(resources, problem.source_id, problem.gold_answer)
@@ -86,12 +89,18 @@ def solve_problem(
         if settings.save_tree:
             trees.append(render_tree(root, searcher, rollout_id, problem.gold_answer))
 
+    actions.counts.log_tally()
     final_solutions = final_solution_records(root)
     # Correctness as the grader sees it now (stored values can be 0.2-style partial rewards).
-    num_correct = sum(
-        grade(solution_text(node), problem.gold_answer, require_boxed=True).correct
-        for node in collect_solution_nodes(root)
-    )
+    verdicts: dict[int, bool] = {}
+
+    def is_correct(node: ReasoningNode) -> bool:
+        if node.node_id not in verdicts:
+            result = grade(solution_text(node), problem.gold_answer, require_boxed=True, checker=resources.checker)
+            verdicts[node.node_id] = result.correct
+        return verdicts[node.node_id]
+
+    num_correct = sum(is_correct(node) for node in collect_solution_nodes(root))
     answer_sheet = {
         "id": problem.index,
         "source_id": problem.source_id,
@@ -101,17 +110,20 @@ def solve_problem(
         "num_solutions": len(final_solutions),
         "num_correct_solutions": num_correct,
         "num_nodes": _count_nodes(root),
-        "seconds": round(time.monotonic() - started, 3),
         **(provenance or {}),
+        "action_counts": actions.counts.as_dict(),
+        "llm_judge": actions.judge_verdicts,
     }
     return ProblemOutputs(
         index=problem.index,
         answer_sheet=answer_sheet,
         final_solutions=final_solutions,
         rollout_solutions=rollout_solution_records(last_nodes),
-        hard_negatives=self_reflection_records(root),
+        hard_negatives=self_reflection_records(root, settings.unparsable_verdicts_as_negatives),
         retriever_scores=retrieval_score_records(root),
         trees=trees,
+        tree=tree_record(root, searcher, is_correct),
+        seconds=round(time.monotonic() - started, 3),
     )
 
 

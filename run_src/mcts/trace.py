@@ -135,45 +135,55 @@ def _qg_nodes_with_outcomes(root: ReasoningNode) -> list[ReasoningNode]:
     return found
 
 
-def self_reflection_records(root: ReasoningNode) -> list[dict[str, Any]]:
+def self_reflection_records(root: ReasoningNode, unparsable_as_negative: bool = True) -> list[dict[str, Any]]:
     """The hard-negative log (§6.4.5, §9.6): one record per judged theorem, positives (1) and negatives (0).
 
-    [FIX] S2: each theorem is logged once per retrieval call with its own label. Theorems with an
-    unparsable verdict, or retrieved without self-reflection, are not logged: nobody judged them, and a
-    label-0 line would put them into the hard-negative pool.
+    [FIX] S2: each theorem is logged once per retrieval call with its own label (``verdict`` names it).
+    A theorem whose verdict could not be read was not labelled relevant, so (paper §4.2) it is logged as a
+    negative with ``verdict: "unparsable"``; ``unparsable_as_negative=False`` leaves it out instead. Theorems
+    retrieved without self-reflection are never logged: nobody judged them. Each record keeps the statement
+    the summarizer saw and the corpus text as retrieved.
     """
     records: list[dict[str, Any]] = []
+    logged = {RelevanceLabel.RELEVANT, RelevanceLabel.IRRELEVANT}
+    if unparsable_as_negative:
+        logged.add(RelevanceLabel.UNPARSABLE)
     for qg_node in _qg_nodes_with_outcomes(root):
         outcome = qg_node.retrieval_outcome
         assert outcome is not None
-        ranks = {doc_id: rank for rank, doc_id in enumerate(outcome.scores, start=1)}
+        ranks = {doc_id: rank for rank, doc_id in enumerate(outcome.deep_scores or outcome.scores, start=1)}
         for theorem in outcome.theorems:
-            if theorem.label not in (RelevanceLabel.RELEVANT, RelevanceLabel.IRRELEVANT):
+            if theorem.label not in logged:
                 continue
+            assert theorem.label is not None
             records.append(
                 {
                     "question_id": root.context.problem_id,
                     "theorem_id": theorem.theorem_id,
                     "LLM_relevance_label": int(theorem.label is RelevanceLabel.RELEVANT),
                     "LLM_explanation": theorem.reason,
+                    "verdict": theorem.label.value,
                     # [FIX] §9.6: link each verdict to the retrieval call (and query) that produced it.
                     "qg_key": retrieval_call_key(qg_node),
                     "query": outcome.query,
                     "rank": ranks.get(theorem.theorem_id),
                     "score": outcome.scores.get(theorem.theorem_id),
                     "summary": theorem.summary,
+                    "statement": theorem.statement,
+                    "text": theorem.text,
                 }
             )
     return json_safe(records)
 
 
 def retrieval_score_records(root: ReasoningNode) -> list[dict[str, Any]]:
-    """One ``{"<problem_id>_<qg_node_id>": {"query", "scores"}}`` record per retrieval call (§9.7, top-k)."""
+    """One ``{"<problem_id>_<qg_node_id>": {"query", "scores"}}`` record per retrieval call (§9.7), with the
+    scores to the configured depth (default 100; the trace keeps the top-k)."""
     return [
         {
             retrieval_call_key(node): {
                 "query": node.retrieval_outcome.query,
-                "scores": dict(node.retrieval_outcome.scores),
+                "scores": dict(node.retrieval_outcome.deep_scores or node.retrieval_outcome.scores),
             }
         }
         for node in _qg_nodes_with_outcomes(root)

@@ -8,7 +8,9 @@ counts as a duplicate of the q_question it equals), the first failing check name
 2. ``empty_query``;
 3. ``positive_missing_from_corpus``;
 4. ``failed_lexical_filter`` (lexical only): BM25 did not rank the source theorem within ``lexical_top_k``;
-5. ``duplicate``: same problem (or, for lexical, corpus), positive and query text as a kept sample;
+5. ``duplicate``: same problem (or, for lexical, corpus), positive and query text as a kept sample, for
+   records whose de-duplication key is ``text`` (records made once per node or per trajectory occurrence,
+   ``--dedup_key``, are kept as they are: that is the mix asked for);
 6. ``too_few_negatives``: fewer than ``min_negatives`` after the false-negative filter and optional back-fill
    (Tevatron crashes on zero negatives and samples with replacement below ``train_group_size - 1``, §5.3).
 
@@ -39,9 +41,17 @@ from statistics import mean
 from typing import Any
 
 from models.retrieval.corpus import Corpus
-from run_src.query_synthesis.llm_queries import clean_theorem_text
+from models.retrieval.theorem_text import statement_for_prompt
 from run_src.query_synthesis.negatives import backfill, lexical_negatives
-from run_src.query_synthesis.records import QUERY_TYPES, QueryRecord, normalize_query, ordered_union, word_count
+from run_src.query_synthesis.records import (
+    QUERY_TYPES,
+    QueryRecord,
+    compare_with_table9,
+    normalize_query,
+    ordered_union,
+    table9_markdown,
+    word_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +158,7 @@ class Assembler:
             if reason:
                 result.drops.append(Drop(record.query_id, record.query_type, reason, record.query, detail))
                 continue
-            seen[_dedup_key(record)] = record.query_id
+            seen.setdefault(_dedup_key(record), record.query_id)
             candidates.append(self._negatives(record))
         if config.backfill == "bm25":
             self._backfill(candidates)
@@ -177,7 +187,7 @@ class Assembler:
                 shown = "not retrieved" if rank is None else f"rank {rank}"
                 return "failed_lexical_filter", f"BM25 {shown}; needs <= {self.config.lexical_top_k}"
         first = seen.get(_dedup_key(record))
-        if first is not None:
+        if first is not None and record.dedup_key == "text":
             return "duplicate", f"same problem, positive and query as {first}"
         return "", ""
 
@@ -233,7 +243,7 @@ class Assembler:
     def _passage(self, corpus: Corpus, doc_id: str) -> dict[str, str]:
         text = corpus.text_of(doc_id)
         if self.config.passage_text == "statement":
-            text = clean_theorem_text(text)
+            text = statement_for_prompt(text)
         return {"docid": doc_id, "title": "", "text": text}
 
     def _row(self, candidate: _Candidate) -> dict[str, Any]:
@@ -275,6 +285,7 @@ class Assembler:
             "by_source": {
                 source: {**counts, "all": sum(counts.values())} for source, counts in sorted(by_source.items())
             },
+            "table9": compare_with_table9({t: by_type[t]["kept"] for t in self.config.query_types}),
             "negatives_missing_from_corpus": self.missing_negatives,
         }
 
@@ -297,4 +308,6 @@ def stats_markdown(stats: dict[str, Any]) -> str:
             f"| {query_type} | {item['records']} | {item['kept']} | {item['avg_negatives']} | "
             f"{item['avg_query_words']} | {dropped} |"
         )
+    if "table9" in stats:
+        lines += ["", "## Query-type mix against paper Table 9", "", table9_markdown(stats["table9"]).rstrip()]
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.llm.prompt_templates import PROMPTS_DIR, PromptTemplate, load_prompt
+from models.retrieval.theorem_text import statement_for_prompt
 from run_src.query_synthesis.records import normalize_query
 
 LLMQ_PLACEHOLDERS = frozenset({"question", "partial_solution", "theorem"})
@@ -144,17 +145,6 @@ def parse_query_reply(reply: str, checks: QueryChecks) -> ParsedQuery:
     return ParsedQuery("ok", query)
 
 
-def clean_theorem_text(text: str, max_chars: int | None = None) -> str:
-    """A theorem as a prompt shows it (spec §2.1): the part before ``\\begin{proof}``, whitespace collapsed,
-    cut at a word boundary after ``max_chars`` characters."""
-    statement = text.split("\\begin{proof}", 1)[0]
-    statement = " ".join(statement.split()) or " ".join(text.split())
-    if max_chars is not None and len(statement) > max_chars:
-        cut = statement[:max_chars]
-        statement = (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
-    return statement
-
-
 _SECTION = re.compile(r"\\section\{([^{}]{3,120})\}")
 _NAMED_LINE = re.compile(r"^\s*(?:theorem|lemma|definition)\s+name\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 # A "Let n be ...: ..." opening is a condition, not a name.
@@ -182,7 +172,7 @@ def llmq_fields(question: str, context: list[str], theorem_text: str, max_theore
     return {
         "question": " ".join(question.split()),
         "partial_solution": " ".join(" ".join(step.split()) for step in context) or NO_STEPS,
-        "theorem": clean_theorem_text(theorem_text, max_theorem_chars),
+        "theorem": statement_for_prompt(theorem_text, max_theorem_chars),
     }
 
 

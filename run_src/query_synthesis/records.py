@@ -34,6 +34,15 @@ from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
 SCHEMA_VERSION = 1
 QUERY_TYPES = ("llmq", "cot", "question", "lexical")
 REASONING_TYPES = ("llmq", "cot", "question")
+# How samples of one type are told apart (``--dedup_key TYPE=KEY``): ``text`` merges samples with the same
+# problem, positive and query text; ``node`` keeps one per retrieval node (lexical: per theorem and sample);
+# ``occurrence`` one per trajectory that passes through the node (reasoning types only).
+DEDUP_KEYS = ("text", "node", "occurrence")
+# Paper Table 9: training samples per query type.
+PAPER_TABLE9 = {
+    "MATH": {"llmq": 18586, "cot": 7312, "question": 7312, "lexical": 9910},
+    "NuminaMath": {"llmq": 39639, "cot": 24280, "question": 10241, "lexical": 4158},
+}
 # Why a record has no usable query (set at generation time; the assembly step adds its own reasons).
 STATUSES = (
     "ok",
@@ -95,6 +104,7 @@ class QueryRecord:
     bm25_ids: list[str] = field(default_factory=list)
     dense_ids: list[str] = field(default_factory=list)
     generation: dict[str, Any] | None = None
+    dedup_key: str = "text"  # one of DEDUP_KEYS: whether the assembly step may drop it as a text duplicate
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -102,6 +112,8 @@ class QueryRecord:
             raise ValueError(f"record {self.query_id!r}: unknown query_type {self.query_type!r}")
         if self.status not in STATUSES:
             raise ValueError(f"record {self.query_id!r}: unknown status {self.status!r}; known: {list(STATUSES)}")
+        if self.dedup_key not in DEDUP_KEYS:
+            raise ValueError(f"record {self.query_id!r}: unknown dedup_key {self.dedup_key!r}; known: {list(DEDUP_KEYS)}")
         if set(self.corpus) != {"source", "split"}:
             raise ValueError(f"record {self.query_id!r}: corpus must be {{'source', 'split'}}, got {self.corpus!r}")
 
@@ -140,3 +152,28 @@ def write_records(path: str | Path, records: Iterable[QueryRecord]) -> Path:
 def read_records(path: str | Path) -> Iterator[QueryRecord]:
     for line_no, data in read_jsonl_numbered(path):
         yield QueryRecord.from_dict(data, where=f"{path} line {line_no}")
+
+
+def compare_with_table9(counts: dict[str, int]) -> dict[str, Any]:
+    """Produced samples per type next to paper Table 9's, as shares of all types present in ``counts``."""
+    total = sum(counts.values())
+    result: dict[str, Any] = {"produced": {}, "paper": {}}
+    for query_type, count in counts.items():
+        result["produced"][query_type] = {"samples": count, "share": round(count / total, 4) if total else 0.0}
+    for dataset, paper in PAPER_TABLE9.items():
+        paper_total = sum(paper[t] for t in counts)
+        result["paper"][dataset] = {
+            t: {"samples": paper[t], "share": round(paper[t] / paper_total, 4) if paper_total else 0.0} for t in counts
+        }
+    return result
+
+
+def table9_markdown(comparison: dict[str, Any]) -> str:
+    """The comparison as a Markdown table: produced shares beside the paper's MATH and NuminaMath shares."""
+    types = list(comparison["produced"])
+    lines = ["| query type | produced | share | paper MATH share | paper NuminaMath share |", "|---|---|---|---|---|"]
+    for t in types:
+        produced = comparison["produced"][t]
+        math, numina = comparison["paper"]["MATH"][t], comparison["paper"]["NuminaMath"][t]
+        lines.append(f"| q_{t} | {produced['samples']} | {produced['share']:.3f} | {math['share']:.3f} | {numina['share']:.3f} |")
+    return "\n".join(lines) + "\n"

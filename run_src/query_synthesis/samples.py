@@ -1,18 +1,23 @@
 """Retrieval nodes -> query records for each query type (spec ``specs/training.md`` §4), and the LLM requests
 the two generated types need.
 
-* q_CoT (§4.1): question + partial solution strictly before the query node; one per node.
-* q_question (§4.2): the question itself; one per (problem, positive theorem).
+* q_CoT (§4.1): question + partial solution strictly before the query node.
+* q_question (§4.2): the question itself, paired with the node's positive.
 * q_llmq (§4.3): an LLM query from the question, the partial solution and the retrieved theorem (by default
-  its original corpus text; ``theorem_source`` can pick the MCTS summary or the QG node's hypothesised
-  theorem, the reference code's choice); one request per node.
-* q_lexical (§4.4): an LLM query from the theorem alone; ``per_theorem`` requests per unique positive.
+  the MCTS summary of it, the spec's [REC]; ``theorem_source`` can pick its corpus statement or the QG
+  node's hypothesised theorem, the reference code's choice).
+* q_lexical (§4.4): an LLM query from the theorem alone, per unique positive.
 
-Within a type, samples with the same problem, positive and query text are merged (their negative pools and
-node ids are united), so trajectories that share a prefix do not multiply samples (§3.2 [BUG] fixed).
+How many samples each type makes is a :class:`SynthesisMix`: ``samples_per_node`` requests per node for
+q_llmq (per unique positive for q_lexical), and a de-duplication key per type (:data:`DEDUP_KEYS`):
+``text`` merges samples with the same problem, positive and query text (negative pools and node ids united);
+``node`` keeps one per retrieval node; ``occurrence`` one per selected trajectory through the node, the
+reading of Table 9 under which q_llmq outnumbers q_CoT about 2.5 : 1 (spec §6.2 [INFERRED]).
 
-Query ids: ``<node_id>:cot``, ``<node_id>:llmq``, ``<problem_id>:<theorem_id>:question`` and
-``lexical:<corpus split>:<theorem_id>:<j>``, where ``node_id`` is ``<dataset>:<source_id>:<qg node>:<theorem_id>``.
+Query ids: ``<node_id>:cot``, ``<node_id>:llmq`` (later samples ``<node_id>:llmq:<j>``),
+``<problem_id>:<theorem_id>:question`` (``text`` key) or ``<node_id>:question``, and
+``lexical:<corpus split>:<theorem_id>:<j>``, where ``node_id`` is ``<dataset>:<source_id>:<qg node>:<theorem_id>``;
+occurrence copies of q_CoT / q_question add ``:<j>``.
 """
 
 from __future__ import annotations
@@ -24,23 +29,102 @@ from typing import Any
 
 from models.llm.client import SamplingParams
 from models.retrieval.corpus import Corpus
+from models.retrieval.theorem_text import statement_for_prompt
 from run_src.query_synthesis.generation import GenerationOutcome, GenerationRequest, request_seed
 from run_src.query_synthesis.lexical import LexicalRetrieval
 from run_src.query_synthesis.llm_queries import (
     QueryChecks,
     QueryPrompts,
-    clean_theorem_text,
     llmq_fields,
     parse_query_reply,
     theorem_name,
 )
-from run_src.query_synthesis.records import QueryRecord, normalize_query, ordered_union
+from run_src.query_synthesis.records import (
+    DEDUP_KEYS,
+    QUERY_TYPES,
+    REASONING_TYPES,
+    QueryRecord,
+    normalize_query,
+    ordered_union,
+)
 from run_src.query_synthesis.trajectories import RetrievalNode
 
 logger = logging.getLogger(__name__)
 
 THEOREM_SOURCES = ("retrieved_raw", "retrieved_summary", "qg_candidate")
 CorpusKey = tuple[str, str]
+
+
+# q_llmq once per trajectory occurrence of its node and q_question once per node (so it mirrors q_CoT, as
+# Table 9's equal counts suggest); q_CoT and q_lexical merged by text; one LLM sample each.
+DEFAULT_DEDUP_KEYS = {"llmq": "occurrence", "cot": "text", "question": "node", "lexical": "text"}
+DEFAULT_SAMPLES = {"llmq": 1, "lexical": 1}
+
+
+@dataclass(frozen=True)
+class SynthesisMix:
+    """Samples per node and the de-duplication key of each query type (``--samples_per_node``, ``--dedup_key``);
+    types not named keep :data:`DEFAULT_SAMPLES` / :data:`DEFAULT_DEDUP_KEYS`."""
+
+    samples_per_node: dict[str, int] = field(default_factory=dict)
+    dedup_key: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.samples_per_node.items():
+            if name not in ("llmq", "lexical"):
+                raise ValueError(
+                    f"--samples_per_node {name}={value}: only llmq and lexical are sampled; q_CoT and q_question "
+                    "are fixed texts (use --dedup_key occurrence to repeat them per trajectory)"
+                )
+            if value < 1:
+                raise ValueError(f"--samples_per_node {name}={value}: must be >= 1")
+        for name, key in self.dedup_key.items():
+            if name not in QUERY_TYPES or key not in DEDUP_KEYS:
+                raise ValueError(f"--dedup_key {name}={key}: types {list(QUERY_TYPES)}, keys {list(DEDUP_KEYS)}")
+            if name not in REASONING_TYPES and key == "occurrence":
+                raise ValueError("--dedup_key lexical=occurrence: lexical queries come from theorems, not trajectories")
+
+    def samples(self, query_type: str) -> int:
+        return self.samples_per_node.get(query_type, DEFAULT_SAMPLES.get(query_type, 1))
+
+    def key(self, query_type: str) -> str:
+        return self.dedup_key.get(query_type, DEFAULT_DEDUP_KEYS[query_type])
+
+    def copies(self, node: RetrievalNode, query_type: str) -> int:
+        """Samples of ``query_type`` made from ``node``."""
+        occurrences = max(len(node.trajectories), 1) if self.key(query_type) == "occurrence" else 1
+        return self.samples(query_type) * occurrences
+
+    def dedupe(self, records: Iterable[QueryRecord], query_type: str) -> list[QueryRecord]:
+        """Merge text duplicates when the type's key is ``text``; otherwise keep every record."""
+        key = self.key(query_type)
+        records = [replace(r, dedup_key=key) for r in records]
+        return merge_duplicates(records) if key == "text" else records
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "samples_per_node": {t: self.samples(t) for t in ("llmq", "lexical")},
+            "dedup_key": {t: self.key(t) for t in QUERY_TYPES},
+        }
+
+
+def parse_type_values(pairs: Iterable[str], flag: str, cast: type = str) -> dict[str, Any]:
+    """``["llmq=2", "lexical=3"]`` → ``{"llmq": 2, "lexical": 3}``; ``ValueError`` naming ``flag`` otherwise."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{flag} takes TYPE=VALUE pairs, got {pair!r}")
+        try:
+            values[name.strip()] = cast(value.strip())
+        except ValueError as err:
+            raise ValueError(f"{flag} {pair}: {err}") from err
+    return values
+
+
+def _copy_id(base: str, j: int) -> str:
+    """The first sample keeps the plain id (and with it its seed and any cached completion)."""
+    return base if j == 0 else f"{base}:{j}"
 
 
 def _corpus_key(corpus: dict[str, str]) -> CorpusKey:
@@ -96,14 +180,30 @@ def _reasoning_record(node: RetrievalNode, query_type: str, query_id: str, query
     )
 
 
-def cot_records(nodes: Iterable[RetrievalNode]) -> list[QueryRecord]:
-    return merge_duplicates(_reasoning_record(n, "cot", f"{n.node_id}:cot", n.cot_query) for n in nodes)
+def cot_records(nodes: Iterable[RetrievalNode], mix: SynthesisMix | None = None) -> list[QueryRecord]:
+    mix = mix or SynthesisMix()
+    records = [
+        _reasoning_record(n, "cot", _copy_id(f"{n.node_id}:cot", j), n.cot_query)
+        for n in nodes
+        for j in range(mix.copies(n, "cot"))
+    ]
+    return mix.dedupe(records, "cot")
 
 
-def question_records(nodes: Iterable[RetrievalNode]) -> list[QueryRecord]:
-    return merge_duplicates(
-        _reasoning_record(n, "question", f"{n.problem_id}:{n.theorem_id}:question", n.question.strip()) for n in nodes
-    )
+def question_records(nodes: Iterable[RetrievalNode], mix: SynthesisMix | None = None) -> list[QueryRecord]:
+    mix = mix or SynthesisMix()
+    by_text = mix.key("question") == "text"
+    records = [
+        _reasoning_record(
+            n,
+            "question",
+            f"{n.problem_id}:{n.theorem_id}:question" if by_text else _copy_id(f"{n.node_id}:question", j),
+            n.question.strip(),
+        )
+        for n in nodes
+        for j in range(mix.copies(n, "question"))
+    ]
+    return mix.dedupe(records, "question")
 
 
 @dataclass(frozen=True)
@@ -118,18 +218,16 @@ class LLMQuerySettings:
         default_factory=lambda: SamplingParams(max_tokens=256, temperature=1.0, top_p=0.95)
     )
     seed: int = 0
-    theorem_source: str = "retrieved_raw"
+    theorem_source: str = "retrieved_summary"
     max_theorem_chars: int = 3000
     min_query_words: int = 3
     max_query_words: int = 96
     reject_theorem_name: bool = True
-    lexical_per_theorem: int = 1
+    mix: SynthesisMix = field(default_factory=SynthesisMix)
 
     def __post_init__(self) -> None:
         if self.theorem_source not in THEOREM_SOURCES:
             raise ValueError(f"theorem_source must be one of {THEOREM_SOURCES}, got {self.theorem_source!r}")
-        if self.lexical_per_theorem < 1:
-            raise ValueError(f"lexical_per_theorem must be >= 1, got {self.lexical_per_theorem}")
 
 
 def _theorem_for_llmq(node: RetrievalNode, corpus: Corpus, source: str) -> str | None:
@@ -167,18 +265,19 @@ def plan_llmq(
 ) -> LLMQPlan:
     plan = LLMQPlan()
     for node in nodes:
-        query_id = f"{node.node_id}:llmq"
         theorem = _theorem_for_llmq(node, corpora[_corpus_key(node.corpus)], settings.theorem_source)
-        if theorem is None:
-            record = _reasoning_record(node, "llmq", query_id, "")
-            plan.failed.append(replace(record, status="positive_missing_from_corpus"))
-            continue
-        params = replace(settings.llmq_params, seed=request_seed(settings.seed, query_id))
-        messages = prompts.llmq.render(**llmq_fields(node.question, node.context, theorem, settings.max_theorem_chars))
-        plan.requests[query_id] = GenerationRequest(
-            query_id, "llmq", settings.model, messages, params, prompts.llmq.identity()
-        )
-        plan.nodes[query_id] = node
+        for j in range(settings.mix.copies(node, "llmq")):
+            query_id = _copy_id(f"{node.node_id}:llmq", j)
+            if theorem is None:
+                record = _reasoning_record(node, "llmq", query_id, "")
+                plan.failed.append(replace(record, status="positive_missing_from_corpus"))
+                continue
+            params = replace(settings.llmq_params, seed=request_seed(settings.seed, query_id))
+            fields_ = llmq_fields(node.question, node.context, theorem, settings.max_theorem_chars)
+            plan.requests[query_id] = GenerationRequest(
+                query_id, "llmq", settings.model, prompts.llmq.render(**fields_), params, prompts.llmq.identity()
+            )
+            plan.nodes[query_id] = node
     return plan
 
 
@@ -204,7 +303,7 @@ def llmq_records(
             min_words=settings.min_query_words,
             max_words=settings.max_query_words,
             forbidden=prompts.example_queries("llmq"),
-            copy_sources=(node.question, clean_theorem_text(raw)),
+            copy_sources=(node.question, statement_for_prompt(raw)),
             theorem_name=theorem_name(raw) if settings.reject_theorem_name else None,
         )
         parsed = parse_query_reply(completion.get("text") or "", checks)
@@ -213,7 +312,7 @@ def llmq_records(
                 base, status=parsed.status, query=parsed.query, generation=_generation_info(request, completion, None)
             )
         )
-    return merge_duplicates(records)
+    return settings.mix.dedupe(records, "llmq")
 
 
 @dataclass(frozen=True)
@@ -250,7 +349,7 @@ def lexical_requests(
         corpus = corpora[target.corpus_key]
         if target.theorem_id not in corpus:
             continue
-        theorem = clean_theorem_text(corpus.text_of(target.theorem_id), settings.max_theorem_chars)
+        theorem = statement_for_prompt(corpus.text_of(target.theorem_id), settings.max_theorem_chars)
         params = replace(settings.lexical_params, seed=request_seed(settings.seed, target.query_id))
         requests[target.query_id] = GenerationRequest(
             target.query_id,
@@ -298,7 +397,7 @@ def parse_lexical(
             min_words=settings.min_query_words,
             max_words=settings.max_query_words,
             forbidden=prompts.example_queries("lexical"),
-            copy_sources=(clean_theorem_text(theorem),),
+            copy_sources=(statement_for_prompt(theorem),),
             copy_window_words=16,  # lexical queries may reuse the theorem's terms, not whole sentences
         )
         parsed = parse_query_reply(completion.get("text") or "", checks)
@@ -307,12 +406,14 @@ def parse_lexical(
     return records
 
 
-def attach_retrieval(records: list[QueryRecord], retrievals: dict[str, LexicalRetrieval]) -> list[QueryRecord]:
-    """Copy BM25 rank and candidates onto the lexical records that have them, then merge duplicates."""
+def attach_retrieval(
+    records: list[QueryRecord], retrievals: dict[str, LexicalRetrieval], mix: SynthesisMix | None = None
+) -> list[QueryRecord]:
+    """Copy BM25 rank and candidates onto the lexical records that have them, then de-duplicate per ``mix``."""
     updated = [
         replace(r, bm25_rank=found.bm25_rank, bm25_ids=found.bm25_ids, dense_ids=found.dense_ids)
         if (found := retrievals.get(r.query_id)) is not None
         else r
         for r in records
     ]
-    return merge_duplicates(updated)
+    return (mix or SynthesisMix()).dedupe(updated, "lexical")

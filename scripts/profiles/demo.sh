@@ -45,6 +45,7 @@ if [ "$TINY_SEARCH" = 1 ]; then  # the CI size: sure to reach a retrieval in 3 r
 else
   MCTS_ARGS=(--max_depth_allowed 4 --num_a1_steps 2 --mcts_num_last_votes 2)
 fi
+# No LLM judge here (the paper profile turns it on): SmolLM2-135M's yes/no on answer equivalence is noise.
 # CPU-sized generations: SmolLM2 rambles to the limit, and every token costs ~10 ms here.
 MCTS_ARGS+=(--topk_rt 3 --seed "$SEED" --max_tokens 128 --ost_max_tokens 64 --qg_max_tokens 192
             --summary_max_tokens 64 --reflection_max_tokens 48)
@@ -54,7 +55,7 @@ TRAJECTORY_FILTER="$([ "${DEMO_PAPER_FILTER:-0}" = 1 ] && echo correct || echo s
 DENSE_URL=""
 DENSE_MODEL_PATH="$MINILM"
 DENSE_TEXT_FORMAT=plain
-QUERY_ARGS="--llmq_max_tokens 96 --lexical_max_tokens 64 --lexical_per_theorem 3"
+QUERY_ARGS="--llmq_max_tokens 96 --lexical_max_tokens 64 --samples_per_node lexical=3"
 DATASET_ARGS="--min_negatives 1"
 
 MODEL_NAME="lora"

@@ -39,6 +39,7 @@ export BRIGHT_DIR="$CHAMP_MIRROR" REPLLAMA_CORPUS=champ
 MCTS_RUN_NAME=tiny
 NUM_ROLLOUTS=3
 NUM_WORKERS=2
+# No LLM judge here (the paper profile turns it on): SmolLM2-135M's yes/no on answer equivalence is noise.
 MCTS_ARGS=(--max_depth_allowed 3 --num_a1_steps 1 --mcts_num_last_votes 1 --topk_rt 3 --max_tokens 128
            --ost_max_tokens 64 --qg_max_tokens 160 --summary_max_tokens 48 --reflection_max_tokens 40
            --seed "${SEED:-42}")
@@ -50,7 +51,7 @@ DENSE_URL="$RETRIEVER_URL"
 DENSE_MODEL_PATH=""
 DENSE_TEXT_FORMAT=repllama
 SEED="${SEED:-42}"
-QUERY_ARGS="--llmq_max_tokens 64 --lexical_max_tokens 48 --lexical_per_theorem 2"
+QUERY_ARGS="--llmq_max_tokens 64 --lexical_max_tokens 48 --samples_per_node lexical=2"
 DATASET_ARGS=""
 
 # 05: four LoRA steps on SmolLM2 in one CPU process.

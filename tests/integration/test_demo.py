@@ -55,6 +55,31 @@ def test_interrupted_demo_stops_its_servers(generator_server: RunningServer, tmp
     assert not [g for g in groups if _alive(g)]
 
 
+def _write_mcts_run(run: Path) -> None:
+    """A one-problem MCTS run directory as stage 02 writes it: question → query → one accepted theorem."""
+    for sub in ("answer_sheets", "trees", "hard_negatives"):
+        (run / sub).mkdir(parents=True)
+    (run / "args.json").write_text(json.dumps({"settings": {"model_ckpt": "SmolLM2", "seed": 42}, "derived": {"index_width": 4}}))
+    sheet = {"id": 0, "source_id": "P_1", "problem": "Find x.", "gold_answer": "2", "num_solutions": 1,
+             "num_correct_solutions": 0, "action_counts": {"actions": {"qg": {"requests": 1, "outputs": 1, "unparsable": 0}}}}
+    (run / "answer_sheets" / "Question 0000 - Answer.json").write_text(json.dumps(sheet))
+    candidates = [{"theorem_id": "C_1", "rank": 1, "score": 3.0, "label": "relevant", "reason": "fits", "summary": "s"},
+                  {"theorem_id": "C_2", "rank": 2, "score": 1.0, "label": "irrelevant", "reason": "no", "summary": "t"}]
+    nodes = [
+        {"id": 0, "parent": None, "kind": "U", "depth": 0, "rollout": 0, "visits": 2, "q": 0.0, "value": None, "solution": False, "text": "Find x."},
+        {"id": 1, "parent": 0, "kind": "QG", "depth": 1, "rollout": 0, "visits": 1, "q": 0.0, "value": None, "solution": False,
+         "text": "Theorem Name: T", "retrieval": {"query": "Theorem Name: T", "retriever": "BM25", "candidates": candidates}},
+        {"id": 2, "parent": 1, "kind": "RT", "depth": 2, "rollout": 0, "visits": 1, "q": 0.0, "value": None, "solution": False,
+         "text": "s", "theorem_id": "C_1"},
+        {"id": 3, "parent": 2, "kind": "DA", "depth": 3, "rollout": 0, "visits": 1, "q": 0.0, "value": 0.0, "solution": True,
+         "text": "\\boxed{3}", "correct": False},
+    ]  # fmt: skip
+    (run / "trees" / "0000.json").write_text(json.dumps({"nodes": nodes}))
+    verdicts = [{"theorem_id": "C_1", "LLM_relevance_label": 1, "verdict": "relevant"},
+                {"theorem_id": "C_2", "LLM_relevance_label": 0, "verdict": "irrelevant"}]  # fmt: skip
+    (run / "hard_negatives" / "0000.jsonl").write_text("".join(json.dumps(v) + "\n" for v in verdicts))
+
+
 def test_the_report_puts_the_four_retrievers_side_by_side(tmp_path: Path) -> None:
     from run_src.demo import DEMO_MODELS, main
 
@@ -75,7 +100,10 @@ def test_the_report_puts_the_four_retrievers_side_by_side(tmp_path: Path) -> Non
     )
     (out / "reproduce").mkdir()
     (out / "reproduce" / "02-2-mcts.done").write_text("bash scripts/02_mcts.sh ...\n113\n")
+    _write_mcts_run(out / "mcts" / "CHAMP" / "SmolLM2-135M-Instruct" / "demo")
     assert main(["--out_dir", str(out)]) == 0
+    assert "inspect/report.md" in (out / "results.md").read_text()
+    assert (out / "inspect" / "tree_0.png").stat().st_size > 1000 and "QG1" in (out / "inspect" / "report.md").read_text()
     report = json.loads((out / "results.json").read_text())
     assert list(report["results"]) == list(DEMO_MODELS) and report["results"]["minilm"]["NDCG@10"] == 0.2
     assert report["training_samples"] == {"cot": 1, "lexical": 2} and report["timings_s"] == {"02 mcts": 113.0}

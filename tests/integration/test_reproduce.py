@@ -90,6 +90,16 @@ def test_the_tiny_recipe_runs_end_to_end(generator_server: RunningServer, tmp_pa
     assert list((out / "cache" / "doc_emb").glob("SmolLM2-135M-Instruct-repllama-*/champ/embeddings.npy"))
     run = out / "mcts" / "CHAMP" / "SmolLM2-135M-Instruct" / "tiny"
     assert len(list((run / "answer_sheets").glob("*Answer.json"))) == 2
+    # inspect_run on the real run: a drawn tree with a retrieval, counts that match the run's records.
+    from run_src.inspect_run import inspect_run
+
+    inspected = inspect_run(run, tmp_path / "inspect")
+    counts = inspected["counts"]
+    verdict_lines = sum(len(p.read_text().splitlines()) for p in (run / "hard_negatives").glob("*.jsonl"))
+    score_calls = sum(len(p.read_text().splitlines()) for p in (run / "retriever_scores").glob("*.jsonl"))
+    assert counts["retrieval_calls"] == score_calls > 0 and sum(counts["logged_verdicts"].values()) == verdict_lines
+    assert counts["actions"] == json.loads((run / "run_summary.json").read_text())["actions"]
+    assert Path(inspected["image"]).stat().st_size > 1000 and "### Retrieval calls" in Path(inspected["report"]).read_text()
     assert (out / "queries" / "_SUCCESS").is_file()
     assert sum(1 for _ in (out / "train" / "train.jsonl").open()) > 0
     assert (out / "model" / "rader-smollm2-merged" / "_SUCCESS").is_file()

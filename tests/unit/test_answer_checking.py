@@ -17,12 +17,9 @@ from models.answers.checking import (
     SymbolicChecker,
     grade,
     is_equivalent,
-    judge_equivalence,
-    load_judge_template,
-    parse_judge_reply,
-    render_judge_prompt,
 )
 from models.answers.extraction import extract_boxed, gold_answer_from_solution, has_boxed, normalize_answer
+from models.answers.judge import judge_equivalence, load_judge_prompt, parse_judge_reply, render_judge_prompt
 from models.llm.client import Completion, Message, SamplingParams
 from run_src import grade_answers
 from tests.fakes import FakeGeneratorServer
@@ -319,6 +316,9 @@ class FakeScriptedJudgeClient:
         ("", None),
         ("yes or no?", None),
         ("not True", None),  # the reference's substring test would have said True (§12 S4)
+        ("True", True),
+        ("False.", False),
+        ("True or False", None),
     ],
 )
 def test_parse_judge_reply(reply: str, expected: bool | None) -> None:
@@ -327,23 +327,31 @@ def test_parse_judge_reply(reply: str, expected: bool | None) -> None:
 
 async def test_judge_equivalence_with_a_scripted_fake_client(caplog: pytest.LogCaptureFixture) -> None:
     client = FakeScriptedJudgeClient(["Yes", "no.", "garbage"])
-    assert await judge_equivalence(client, "\\frac{1}{2}", "0.5") is True  # type: ignore[arg-type]
-    assert await judge_equivalence(client, "10", "1") is False  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="models.answers.checking"):
-        assert await judge_equivalence(client, "x", "y") is False  # type: ignore[arg-type]
+    question, completion = "What is 1/2 as a decimal?", "Dividing gives \\boxed{\\frac{1}{2}}."
+    first = await judge_equivalence(client, question=question, completion=completion, prediction="\\frac{1}{2}", gold="0.5")  # type: ignore[arg-type]
+    assert (first.equivalent, first.readable, first.reply) == (True, True, "Yes")
+    second = await judge_equivalence(client, question="q", completion="c", prediction="10", gold="1")  # type: ignore[arg-type]
+    assert (second.equivalent, second.readable) == (False, True)
+    with caplog.at_level(logging.WARNING, logger="models.answers.judge"):
+        third = await judge_equivalence(client, question="q", completion="c", prediction="x", gold="y")  # type: ignore[arg-type]
+    assert (third.equivalent, third.readable) == (False, False)
     assert "neither yes nor no" in caplog.text
     messages, params = client.sent[0]
     assert params.temperature == 0.0 and params.n == 1 and params.max_tokens <= 20
-    assert messages == [{"role": "user", "content": render_judge_prompt("\\frac{1}{2}", "0.5")}]
-    assert "\\frac{1}{2}" in messages[0]["content"] and "0.5" in messages[0]["content"]
+    # One user message (the reference's shape) that shows the question, the whole completion and the gold answer.
+    assert messages == render_judge_prompt(question=question, completion=completion, prediction="\\frac{1}{2}", gold="0.5")
+    assert len(messages) == 1 and messages[0]["role"] == "user"
+    content = messages[0]["content"]
+    assert question in content and completion in content and "Reference answer: 0.5" in content
+    assert content.count("Equivalent:") == 5  # four few-shot examples, then this answer
 
 
 def test_judge_template_placeholders_are_checked(tmp_path: Path) -> None:
-    assert "{prediction}" in load_judge_template() and "{gold}" in load_judge_template()
+    assert load_judge_prompt().placeholders == {"question", "gold", "completion", "prediction"}
     bad = tmp_path / "judge.txt"
-    bad.write_text("Is {answer} right?")
+    bad.write_text("### user\nIs {answer} right?\n")
     with pytest.raises(ValueError, match="placeholders"):
-        load_judge_template(bad)
+        load_judge_prompt(bad)
 
 
 # ------------------------------------------------------------------ CLI
@@ -389,15 +397,19 @@ def test_cli_names_the_file_line_and_missing_field(tmp_path: Path, caplog: pytes
 def test_cli_llm_judge_asks_only_about_rejected_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source, target = tmp_path / "preds.jsonl", tmp_path / "graded.jsonl"
     _write_jsonl(source, [{"id": "a", "prediction": "\\boxed{2}", "gold": "2"},
-                          {"id": "b", "prediction": "\\boxed{3}", "gold": "4"}])
+                          {"id": "b", "prediction": "So it is \\boxed{3}", "gold": "4", "question": "What is 2 + 2?"}])
     # The fake server echoes the prompt ("reply 0 to: ... Yes or No."), which is no verdict: counted as wrong.
     with FakeGeneratorServer("ok") as server:
         code = grade_answers.main(["--input", str(source), "--output", str(target), "--llm_judge",
                                    "--generator_url", server.base_url, "--model", "fake-judge", "--quiet"])
     assert code == 0
-    assert [json.loads(line)["correct"] for line in target.read_text().splitlines()] == [True, False]
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [row["correct"] for row in rows] == [True, False]
+    assert "judge" not in rows[0] and rows[1]["judge"]["readable"] is False  # the verdict is recorded
     assert len(server.requests) == 1
     body = server.requests[0].body
     assert body["model"] == "fake-judge" and body["temperature"] == 0.0
-    assert "Candidate answer: 3" in body["messages"][0]["content"]
+    content = body["messages"][0]["content"]
+    assert content.endswith("Question: What is 2 + 2?\nReference answer: 4\nModel solution: So it is \\boxed{3}\n"
+                            "Final answer of the model: 3\nEquivalent:")
     assert json.loads(capsys.readouterr().out.strip())["correct"] == 1

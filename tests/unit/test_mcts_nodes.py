@@ -227,9 +227,14 @@ def test_retrieval_keeps_only_relevant_theorems_not_on_the_path_and_records_ever
     assert [c.theorem_ids for c in children] == [("t1", "t3"), ("t1", "t5")]
     assert second_qg.retrieval_outcome is not None
     assert [t.label for t in second_qg.retrieval_outcome.theorems] == [t.label for t in outcome.theorems]
-    logged = [(r["theorem_id"], r["LLM_relevance_label"]) for r in self_reflection_records(root)]
-    assert logged == [("t1", 1), ("t2", 1), ("t1", 1), ("t2", 0), ("t3", 1), ("t5", 1)]
+    # An unreadable verdict (t4) is not "labelled relevant", so it is a negative (paper §4.2), marked as such.
+    logged = [(r["theorem_id"], r["LLM_relevance_label"], r["verdict"]) for r in self_reflection_records(root)]
+    assert logged == [("t1", 1, "relevant"), ("t2", 1, "relevant"), ("t1", 1, "relevant"), ("t2", 0, "irrelevant"),
+                      ("t3", 1, "relevant"), ("t4", 0, "unparsable"), ("t5", 1, "relevant")]  # fmt: skip
     assert all(r["question_id"] == "math_17" for r in self_reflection_records(root))
+    # --unparsable_verdicts skip keeps the earlier behaviour: nobody judged t4, so it is not logged.
+    skipped = [r["theorem_id"] for r in self_reflection_records(root, unparsable_as_negative=False)]
+    assert skipped == ["t1", "t2", "t1", "t2", "t3", "t5"]
 
 
 def test_retrieval_without_self_reflection_keeps_every_new_theorem() -> None:

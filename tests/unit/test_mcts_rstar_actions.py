@@ -51,18 +51,19 @@ WRONG_FINAL = "They have 2 + 3 = 6 apples. The answer is \\boxed{6}."
 RIGHT_FINAL = "They have 2 + 3 = 5 apples. The answer is \\boxed{5}."
 
 
-def _all_prompts() -> MCTSPrompts:
-    return MCTSPrompts.load(False, subquestions=True, rephrase=True)
+def _all_prompts(shape: str = "single_user") -> MCTSPrompts:
+    return MCTSPrompts.load(False, subquestions=True, rephrase=True, shape=shape)
 
 
 # --- prompts --------------------------------------------------------------------------------------------------
 
 
-def test_rstar_prompts_render_with_smollm2_chat_template(smollm2_dir: Path) -> None:
+@pytest.mark.parametrize("shape", ["chat_turns", "single_user"])
+def test_rstar_prompts_render_with_smollm2_chat_template(smollm2_dir: Path, shape: str) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
-    prompts = _all_prompts()
+    prompts = _all_prompts(shape)
     assert prompts.subquestion and prompts.subanswer and prompts.rephrase
     answered = f"Sub-question 1: {ASK_ANN}\nAnswer 1: {ANN_ANSWER}"
     cases = [
@@ -75,8 +76,13 @@ def test_rstar_prompts_render_with_smollm2_chat_template(smollm2_dir: Path) -> N
         messages = template.render(**fields)
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         expected = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        assert text == expected + "<|im_start|>assistant\n", template.name
-        assert text.count("<|im_start|>user\n") == 4 and text.count("<|im_start|>assistant\n") == 4
+        if shape == "chat_turns":
+            assert text == expected + "<|im_start|>assistant\n", template.name
+            assert text.count("<|im_start|>user\n") == 4 and text.count("<|im_start|>assistant\n") == 4
+        else:  # one user message; the model's template adds its own default system message
+            assert len(messages) == 1 and text.endswith(expected + "<|im_start|>assistant\n"), template.name
+            assert text.count("<|im_start|>user\n") == 1 and template.system in messages[0]["content"]
+            assert all(user in messages[0]["content"] and answer in messages[0]["content"] for user, answer in template.examples)
         content = messages[-1]["content"]
         assert QUESTION in content and not any(f"{{{name}}}" in content for name in template.placeholders)
         assert len(tokenizer(text)["input_ids"]) < 1500, template.name  # leaves room to generate in 2k context
@@ -216,24 +222,37 @@ class Script:
 
 class ScriptedFakeRStarServer(FakeGeneratorServer):
     """Fake generator: each chat request gets ``n`` replies from :class:`Script`, chosen by the prompt file
-    whose system message the request carries."""
+    whose instruction the request carries (as a system message, or opening the single user message)."""
 
     def __init__(self, script: Script) -> None:
         super().__init__("ok")
         self.script = script
+        self.prefixes: dict[str, str] = {}  # single-user shape: instruction + few-shot block -> prompt name
         self.actions: dict[str, str] = {}
         for candidate_mode in (True, False):
             prompts = MCTSPrompts.load(candidate_mode, subquestions=True, rephrase=True)
             self.actions.update({t.system: t.name for t in prompts.templates()})
+            for t in prompts.templates():
+                blocks = [t.system, *(f"{user}\n{answer}" for user, answer in t.examples)]
+                self.prefixes["\n\n".join(blocks) + "\n\n"] = t.name
+
+    def _split(self, body: dict[str, Any]) -> tuple[str, str]:
+        first, last = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if first in self.actions:
+            return self.actions[first], last
+        for prefix, name in self.prefixes.items():
+            if first.startswith(prefix):
+                return name, first[len(prefix) :]
+        return "unknown", last
 
     def action_of(self, body: dict[str, Any]) -> str:
-        return self.actions.get(body["messages"][0]["content"], "unknown")
+        return self._split(body)[0]
 
     def requests_for(self, action: str) -> list[RecordedRequest]:
         return [r for r in self.requests if self.action_of(r.body) == action]
 
     async def _respond(self, path: str, body: dict[str, Any], attempt: int, request: Any) -> Any:
-        action, user = self.action_of(body), body["messages"][-1]["content"]
+        action, user = self._split(body)
         replies = [self.script.reply(action, user, i) for i in range(int(body.get("n", 1)))]
         choices = [
             {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -295,9 +314,10 @@ def test_subquestions_are_parsed_voted_and_graded(rstar_server: ScriptedFakeRSta
     (proposal,) = rstar_server.requests_for("mcts_subquestion")
     assert proposal.path.endswith("/chat/completions")
     assert proposal.body["n"] == 3 and proposal.body["seed"] == request_seed(7, "apples", 0, "subquestion")
-    roles = [m["role"] for m in proposal.body["messages"]]
-    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
-    assert proposal.body["messages"][-1]["content"].endswith("Answered sub-questions:\n(none yet)")
+    # One user message (the spec's shape): the instruction, three worked examples, then this problem.
+    ((message,),) = [proposal.body["messages"]]
+    assert message["role"] == "user" and message["content"].count("Sub-question") >= 3
+    assert message["content"].endswith("Answered sub-questions:\n(none yet)")
     answers = sorted(rstar_server.requests_for("mcts_subanswer"), key=lambda r: r.body["n"])
     assert [r.body["n"] for r in answers] == [2, 4]
     assert {r.body["seed"] for r in answers} == {request_seed(7, "apples", 0, f"subanswer{i}") for i in (0, 1)}
@@ -334,7 +354,7 @@ def test_rephrase_keeps_the_question_when_the_reply_is_unusable(
     assert actions.rephrase_question(root) == QUESTION
     (first, _) = rstar_server.requests_for("mcts_rephrase")
     assert first.body["n"] == 1 and first.body["seed"] == request_seed(7, "apples", 0, "rephrase")
-    assert first.body["messages"][-1]["content"] == f"Problem: {QUESTION}"
+    assert first.body["messages"][-1]["content"].endswith(f"\n\nProblem: {QUESTION}")
 
 
 def test_enabled_action_without_its_prompt_is_a_clear_error(client: LLMClient) -> None:

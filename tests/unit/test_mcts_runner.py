@@ -69,8 +69,10 @@ def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_pa
         assert [r["rollout_id"] for r in rollouts] == [0, 1, 2]
         assert all(r["question_id"] == sheet["source_id"] for r in rollouts)
         assert len(list((one / "answer_sheets").glob(f"{stem} - Rollout *.tree"))) == 3
-        # Scheduling (1 vs 4 concurrent searches) does not change any tree.
-        for name in (f"answer_sheets/{stem} - Final Solutions.json", f"answer_sheets/{stem} - Rollout Solutions.json"):
+        # Scheduling (1 vs 4 concurrent searches) does not change a byte of any output.
+        for name in (f"answer_sheets/{stem} - Final Solutions.json", f"answer_sheets/{stem} - Rollout Solutions.json",
+                     f"answer_sheets/{stem} - Answer.json", f"hard_negatives/{index:04d}.jsonl",
+                     f"retriever_scores/{index:04d}.jsonl", f"trees/{index:04d}.json"):  # fmt: skip
             assert (one / name).read_bytes() == (four / name).read_bytes(), name
         for line in (one / "hard_negatives" / f"{index:04d}.jsonl").read_text().splitlines():
             record = json.loads(line)
@@ -78,7 +80,9 @@ def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_pa
             assert record["qg_key"].startswith(sheet["source_id"] + "_") and record["rank"] >= 1
         for line in (one / "retriever_scores" / f"{index:04d}.jsonl").read_text().splitlines():
             ((key, call),) = json.loads(line).items()
-            assert key.startswith(sheet["source_id"] + "_") and 1 <= len(call["scores"]) <= 5
+            # The score log goes to --retrieval_score_depth (100; the corpus has 89 concepts), sorted.
+            assert key.startswith(sheet["source_id"] + "_") and len(call["scores"]) == 89
+            assert list(call["scores"].values()) == sorted(call["scores"].values(), reverse=True)
     assert "Infinity" not in (one / "args.json").read_text()
     # Free-text query mode: every QG reply is a query, so retrieval really ran.
     calls = [line for path in (one / "retriever_scores").glob("*.jsonl") for line in path.read_text().splitlines()]
@@ -201,3 +205,36 @@ def test_discount_and_self_consistency_reach_the_search(tmp_path: Path, bm25_url
         assert main([*argv, "--reward", "self_consistency", "--mcts_discount_factor", "0.5"]) == 0
     record = json.loads((tmp_path / "sc" / "JSON" / "fake-model" / "R" / "args.json").read_text())
     assert record["settings"]["reward"] == "self_consistency" and record["settings"]["mcts_discount_factor"] == 0.5
+
+
+def test_inspect_run_draws_a_tree_and_its_counts_match_the_records(tmp_path: Path, bm25_url: str) -> None:
+    from run_src import inspect_run
+
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "i", 2)) == 0
+    run = _run_dir(tmp_path, "i")
+    assert inspect_run.main([str(run)]) == 0
+    result = json.loads((run / "inspect" / "inspect.json").read_text())
+    counts = result["counts"]
+    hard_negatives = [json.loads(line) for p in (run / "hard_negatives").glob("*.jsonl") for line in p.read_text().splitlines()]
+    score_calls = [line for p in (run / "retriever_scores").glob("*.jsonl") for line in p.read_text().splitlines()]
+    trees = [json.loads(p.read_text()) for p in sorted((run / "trees").glob("*.json"))]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert counts["problems"] == 4 == len(trees)
+    assert counts["retrieval_calls"] == len(score_calls) > 0
+    assert sum(counts["logged_verdicts"].values()) == len(hard_negatives)
+    assert counts["accepted_theorems"] == sum(n["kind"] == "RT" for t in trees for n in t["nodes"])
+    assert counts["nodes"]["QG"] == sum(n["kind"] == "QG" for t in trees for n in t["nodes"])
+    assert counts["actions"] == summary["actions"] and counts["actions"]["qg"]["requests"] > 0
+    # The drawn problem has a retrieval; the report shows its query and verdicts, and the PNG is real.
+    index = result["problem_index"]
+    drawn = trees[index]
+    assert any(n["kind"] == "RT" for n in drawn["nodes"])
+    report = (run / "inspect" / "report.md").read_text()
+    assert f"![search tree](tree_{index}.png)" in report and "### Retrieval calls" in report and "| qg |" in report
+    assert (run / "inspect" / f"tree_{index}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A chosen problem by id; an unknown one is a clear error.
+    source_id = json.loads((run / "answer_sheets" / "Question 0001 - Answer.json").read_text())["source_id"]
+    assert inspect_run.main([str(run), "--problem", source_id, "--output_dir", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "inspect.json").read_text())["problem_index"] == 1
+    assert inspect_run.main([str(run), "--problem", "nope", "--output_dir", str(tmp_path / "two")]) != 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from models.retrieval.theorem_text import statement_for_prompt
 from run_src.query_synthesis.llm_queries import (
     NO_STEPS,
     QueryChecks,
     QueryPrompts,
-    clean_theorem_text,
     extract_query,
     llmq_fields,
     parse_query_reply,
@@ -81,10 +81,8 @@ def test_prompts_load_with_versions_and_render_messages() -> None:
 
 def test_theorem_text_and_name() -> None:
     text = "\\section{Sum of Angles of Triangle}\nTags: Triangles\n\n\\begin{theorem}\nThe sum...\n\\begin{proof}\nx"
-    assert (
-        clean_theorem_text(text) == "\\section{Sum of Angles of Triangle} Tags: Triangles \\begin{theorem} The sum..."
-    )
-    assert clean_theorem_text("word " * 50, max_chars=22) == "word word word word ..."
+    assert statement_for_prompt(text) == "\\section{Sum of Angles of Triangle} \\begin{theorem} The sum... \\end{theorem}"
+    assert statement_for_prompt("word " * 50, max_chars=22) == "word word word word ..."
     assert theorem_name(text) == "Sum of Angles of Triangle"
     assert theorem_name("Fermat's little theorem: if p is prime ...") == "Fermat's little theorem"
     assert theorem_name("Theorem Name: Square of a Sum\nTheorem Statement: ...") == "Square of a Sum"

@@ -10,7 +10,7 @@ import pytest
 
 from run_src.query_synthesis.negatives import JudgmentIndex, backfill, lexical_negatives, reasoning_negatives
 from run_src.query_synthesis.run_reader import Judgment, ReadReport, iter_problems, read_run_info
-from run_src.query_synthesis.samples import cot_records, question_records
+from run_src.query_synthesis.samples import SynthesisMix, cot_records, question_records
 from run_src.query_synthesis.trajectories import (
     AnswerGrader,
     SelectionConfig,
@@ -137,13 +137,42 @@ def test_cot_and_question_records_deduplicate(run_dir: Path, grader: AnswerGrade
     assert set(cot) == {"MATH:math_7:3:t1:cot", "MATH:math_7:7:t2:cot", "MATH:math_10012:2:t4:cot"}
     assert cot["MATH:math_7:3:t1:cot"].query == f"{Q0} Add the numbers."
     assert cot["MATH:math_10012:2:t4:cot"].query == Q1  # no steps before the first query node
-    questions = question_records([*nodes, *nodes])  # duplicates merge
+    questions = question_records([*nodes, *nodes], SynthesisMix(dedup_key={"question": "text"}))  # duplicates merge
     assert sorted((r.query_id, r.query) for r in questions) == [
         ("MATH:math_10012:t4:question", Q1),
         ("MATH:math_7:t1:question", Q0),
         ("MATH:math_7:t2:question", Q0),
     ]
-    assert all(r.status == "ok" and r.source == "MATH" for r in questions)
+    assert all(r.status == "ok" and r.source == "MATH" and r.dedup_key == "text" for r in questions)
+    # The default (Table 9's equal q_CoT and q_question counts): one q_question per retrieval node.
+    per_node = question_records(nodes)
+    assert sorted(r.query_id for r in per_node) == sorted(f"{n.node_id}:question" for n in nodes)
+    assert {r.dedup_key for r in per_node} == {"node"} and len(per_node) == len(cot)
+
+
+def test_occurrence_key_makes_one_sample_per_trajectory_through_the_node(run_dir: Path, grader: AnswerGrader) -> None:
+    nodes, _, _ = select(run_dir, grader)
+    node = nodes[0]
+    node.trajectories = ["final:0", "final:1", "final:2"]
+    mix = SynthesisMix(dedup_key={"cot": "occurrence"})
+    copies = [r for r in cot_records(nodes, mix) if r.node_ids == [node.node_id]]
+    assert [r.query_id for r in copies] == [f"{node.node_id}:cot", f"{node.node_id}:cot:1", f"{node.node_id}:cot:2"]
+    assert len({r.query for r in copies}) == 1 and {r.dedup_key for r in copies} == {"occurrence"}
+    assert mix.copies(node, "cot") == 3 and SynthesisMix(samples_per_node={"llmq": 2}).copies(node, "llmq") == 6
+
+
+@pytest.mark.parametrize(
+    ("mix_args", "message"),
+    [
+        ({"samples_per_node": {"cot": 2}}, "fixed texts"),
+        ({"samples_per_node": {"llmq": 0}}, ">= 1"),
+        ({"dedup_key": {"lexical": "occurrence"}}, "theorems, not trajectories"),
+        ({"dedup_key": {"llmq": "sometimes"}}, "keys"),
+    ],
+)
+def test_bad_mix_is_refused_naming_the_flag(mix_args: dict[str, dict[str, object]], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SynthesisMix(**mix_args)  # type: ignore[arg-type]
 
 
 def test_unreadable_problem_is_skipped_and_reported(tmp_path: Path, grader: AnswerGrader) -> None:

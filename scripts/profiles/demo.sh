@@ -49,6 +49,10 @@ fi
 # CPU-sized generations: SmolLM2 rambles to the limit, and every token costs ~10 ms here.
 MCTS_ARGS+=(--topk_rt 3 --seed "$SEED" --max_tokens 128 --ost_max_tokens 64 --qg_max_tokens 192
             --summary_max_tokens 64 --reflection_max_tokens 48)
+# The few-shot examples as chat turns: SmolLM2-135M ignores the format of one long user message (10 CHAMP
+# problems, 4 rollouts: 31/33 self-reflections unreadable, 1 accepted theorem) and follows it as turns
+# (1/54 unreadable, 23 accepted). The paper profile keeps the published single-message shape.
+MCTS_ARGS+=(--prompt_shape chat_turns)
 
 QUERY_TYPES="llmq cot question lexical"
 TRAJECTORY_FILTER="$([ "${DEMO_PAPER_FILTER:-0}" = 1 ] && echo correct || echo self_reflection_passed)"

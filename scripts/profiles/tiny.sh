@@ -43,6 +43,10 @@ NUM_WORKERS=2
 MCTS_ARGS=(--max_depth_allowed 3 --num_a1_steps 1 --mcts_num_last_votes 1 --topk_rt 3 --max_tokens 128
            --ost_max_tokens 64 --qg_max_tokens 160 --summary_max_tokens 48 --reflection_max_tokens 40
            --seed "${SEED:-42}")
+# The few-shot examples as chat turns: SmolLM2-135M ignores the format of one long user message (10 CHAMP
+# problems, 4 rollouts: 31/33 self-reflections unreadable, 1 accepted theorem) and follows it as turns
+# (1/54 unreadable, 23 accepted). The paper profile keeps the published single-message shape.
+MCTS_ARGS+=(--prompt_shape chat_turns)
 
 # 03 + 04: the paper's query types; lexical negatives from BM25 and the SmolLM2 retriever server.
 QUERY_TYPES="llmq cot lexical"

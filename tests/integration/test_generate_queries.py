@@ -155,15 +155,16 @@ def test_garbage_generator_gives_named_drop_reasons(workspace: dict[str, Path]) 
     train = workspace["tmp"] / "train.jsonl"
     assert build_main(["--queries_dir", str(out), "--output", str(train), "--quiet"]) == 0
     kept = list(read_jsonl(train))
+    # One q_question per retrieval node (it mirrors q_CoT, as in Table 9), named by the node.
     assert sorted(r["query_id"] for r in kept) == [
-        "MATH:math_0:3:t1:cot", "MATH:math_0:7:t2:cot", "MATH:math_0:t1:question", "MATH:math_0:t2:question",
-        "MATH:math_1:t4:question",
+        "MATH:math_0:3:t1:cot", "MATH:math_0:3:t1:question", "MATH:math_0:7:t2:cot", "MATH:math_0:7:t2:question",
+        "MATH:math_1:2:t4:question",
     ]  # fmt: skip
     drops = {d["query_id"]: d["reason"] for d in read_jsonl(workspace["tmp"] / "train.drops.jsonl")}
     # t4's q_CoT has no steps before its query node, so it equals its q_question: a duplicate.
     assert drops == {r["query_id"]: r["status"] for r in [*llmq, *lexical]} | {"MATH:math_1:2:t4:cot": "duplicate"}
     negatives = {r["query_id"]: [p["docid"] for p in r["negative_passages"]] for r in kept}
-    assert negatives["MATH:math_0:7:t2:cot"] == ["t6", "t7"] and negatives["MATH:math_1:t4:question"] == ["t7", "t8"]
+    assert negatives["MATH:math_0:7:t2:cot"] == ["t6", "t7"] and negatives["MATH:math_1:2:t4:question"] == ["t7", "t8"]
 
 
 def test_failed_requests_are_retried_by_the_next_run(workspace: dict[str, Path]) -> None:

@@ -12,6 +12,10 @@ writes beside them instead of over them. The cache (:mod:`models.retrieval.embed
 atomically, so rerunning after a kill finishes the build from the first missing shard (with the first
 run's shard size), and a finished cache is reused without encoding.
 
+Several GPUs share one build: ``--worker i/N`` (one process per GPU, ``i`` from 0) encodes only every N-th
+part of each split into the same cache directory and stops; a last run without ``--worker`` finds all the
+parts and assembles the cache (``scripts/01_doc_embeddings.sh`` does both when more than one GPU is visible).
+
 Outputs, per split: the cache, plus ``encode_config.json`` next to it (the stage record of the run that
 built or finished it: every setting, the split, the model fingerprint) and one summary line on stdout.
 Exit status 1 when any split failed; the others still run.
@@ -30,7 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.embedded.champ import source_with_champ
-from models.retrieval.embedding_cache import DEFAULT_SHARD_SIZE, build_or_load_doc_embeddings, cache_dir
+from models.retrieval.embedding_cache import (
+    DEFAULT_SHARD_SIZE,
+    build_or_load_doc_embeddings,
+    cache_dir,
+    encode_doc_embedding_parts,
+)
 from models.retrieval.encoder_flags import (
     INFORMATIONAL_ENCODER_FLAGS,
     EncoderFlags,
@@ -57,7 +66,7 @@ logger = logging.getLogger(__name__)
 STAGE = "encode_corpus"
 RECORD_NAME = "encode_config.json"
 INFORMATIONAL = frozenset({*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype", "source", "cache_root",
-                           "shard_size", "quiet"})  # fmt: skip
+                           "shard_size", "quiet", "worker"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class EncodeConfig:
     cache_root: str
     shard_size: int
     quiet: bool
+    worker: tuple[int, int] | None = None  # (index, count): encode only this worker's parts
 
     @property
     def cache_name(self) -> str:
@@ -86,7 +96,7 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class SplitResult:
-    """What happened to one split: ``status`` is built, resumed, reused or failed."""
+    """What happened to one split: ``status`` is built, resumed, reused, parts (a --worker run) or failed."""
 
     split: str
     status: str
@@ -99,6 +109,8 @@ class SplitResult:
     def summary_line(self) -> str:
         if self.status == "failed":
             return f"{self.split}: FAILED after {self.seconds:.1f}s: {self.error}"
+        if self.status == "parts":
+            return f"{self.split}: this worker's parts encoded in {self.seconds:.1f}s -> {self.path} (assemble next)"
         return f"{self.split}: {self.status} {self.n_docs} docs, dim {self.dim}, in {self.seconds:.1f}s -> {self.path}"
 
 
@@ -122,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SHARD_SIZE,
         help="documents per resumable shard (a resumed build keeps its first size)",
     )
+    parser.add_argument(
+        "--worker",
+        default=None,
+        metavar="I/N",
+        help="encode only worker I's parts of N (0 <= I < N; one process per GPU); a run without it assembles",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_encoder_arguments(parser, documents_only=True)
     return parser  # fmt: skip
@@ -140,6 +158,9 @@ def parse_config(argv: list[str] | None) -> EncodeConfig:
     problem = check_encoder_flags(encoder)  # every encoder setting is checked before any model is loaded
     if problem:
         parser.error(problem)
+    worker = _parse_worker(args.worker) if args.worker is not None else None
+    if args.worker is not None and worker is None:
+        parser.error(f"--worker must be I/N with 0 <= I < N (e.g. 0/4), got {args.worker!r}")
     return EncodeConfig(
         splits=tuple(dict.fromkeys(args.splits)),  # a split named twice is encoded once
         source=args.source,
@@ -148,7 +169,16 @@ def parse_config(argv: list[str] | None) -> EncodeConfig:
         cache_root=args.cache_root,
         shard_size=args.shard_size,
         quiet=args.quiet,
+        worker=worker,
     )
+
+
+def _parse_worker(value: str) -> tuple[int, int] | None:
+    index, sep, count = value.partition("/")
+    if not (sep and index.isdigit() and count.isdigit()):
+        return None
+    worker = int(index), int(count)
+    return worker if 0 <= worker[0] < worker[1] else None
 
 
 def check_output(config: EncodeConfig) -> Path:
@@ -183,6 +213,15 @@ def encode_split(encoder: Encoder, config: EncodeConfig, split: str) -> SplitRes
     record = split_record(config, split)
     check_rerun(directory / RECORD_NAME, record, fresh_run=f"delete {directory} to rebuild it")
     status = _cache_state(directory)
+    if config.worker is not None:  # this worker's parts only; the record is written by the assembling run
+        if status == "reused":
+            return SplitResult(split, "reused", len(corpus), 0, time.perf_counter() - start, str(directory))
+        parts = encode_doc_embedding_parts(
+            encoder, corpus, config.cache_root, config.cache_name, config.worker,
+            shard_size=config.shard_size, show_progress=not config.quiet,
+        )  # fmt: skip
+        logger.info("%s: worker %d/%d holds %d parts in %s", split, *config.worker, parts, directory)
+        return SplitResult(split, "parts", 0, 0, time.perf_counter() - start, str(directory))
     if status == "resumed":
         logger.info("%s: %d shard files from a previous run are in %s", split, len(list(directory.glob("part-*.npy"))),
                     directory)  # fmt: skip
@@ -231,7 +270,7 @@ def run(config: EncodeConfig) -> list[SplitResult]:
             except (ValueError, FileNotFoundError, EncoderServiceError) as err:
                 logger.error("%s: %s", split, err)
                 results.append(SplitResult(split, "failed", seconds=time.perf_counter() - start, error=str(err)))
-    counts = {s: sum(r.status == s for r in results) for s in ("built", "resumed", "reused", "failed")}
+    counts = {s: sum(r.status == s for r in results) for s in ("built", "resumed", "reused", "parts", "failed")}
     logger.info(
         "encoded %d splits (%s), %d documents in all",
         len(results), ", ".join(f"{n} {s}" for s, n in counts.items() if n), sum(r.n_docs for r in results),

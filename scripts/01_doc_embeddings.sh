@@ -7,6 +7,8 @@
 # Caches land in $BRIGHT_CACHE_DIR/doc_emb/<cache name>/<split>/, the name derived from the encoder settings
 # (models/retrieval/encoder_flags.py), so servers and stage 6 with the same settings reuse them. Rerunning
 # after a kill resumes; rerunning after success reuses. Corpora come from $BRIGHT_DIR or the Hugging Face Hub.
+# ENCODE_GPUS=0,1,2,3 runs one worker per listed GPU (encode_corpus --worker I/N, all writing parts of the same
+# caches), waits for all of them, then one last run assembles each cache.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,9 @@ BRIGHT_CACHE_DIR="${BRIGHT_CACHE_DIR:-$REPO_ROOT/BRIGHT_cache}"
 BATCH_SIZE="${BATCH_SIZE:-8}"
 ENCODER_BACKEND="${ENCODER_BACKEND:-transformers}"  # or vllm-server (needs ENCODER_URL)
 ENCODER_URL="${ENCODER_URL:-}"
-DOC_MAX_LEN="${DOC_MAX_LEN:-}"                 # tokens incl. EOS; empty: no truncation
+DOC_MAX_LEN="${DOC_MAX_LEN:-}"                 # tokens incl. EOS; empty: the model's own limit
+ENCODE_GPUS="${ENCODE_GPUS:-}"                 # e.g. 0,1,2,3: one encoding worker per GPU
+SHARD_SIZE="${SHARD_SIZE:-}"                   # documents per resumable part; empty: encode_corpus's default
 
 if [ $# -lt 2 ]; then
   echo "usage: $0 MODEL SPLIT [SPLIT ...]" >&2
@@ -37,6 +41,23 @@ for split in "$@"; do args+=(--split "$split"); done
 if [ -n "$POOLING" ]; then args+=(--pooling "$POOLING"); fi
 if [ -n "$ENCODER_URL" ]; then args+=(--encoder_url "$ENCODER_URL"); fi
 if [ -n "$DOC_MAX_LEN" ]; then args+=(--doc_max_len "$DOC_MAX_LEN"); fi
+if [ -n "$SHARD_SIZE" ]; then args+=(--shard_size "$SHARD_SIZE"); fi
 
 cd "$REPO_ROOT"
+IFS=, read -r -a gpus <<< "$ENCODE_GPUS"
+if [ "${#gpus[@]}" -gt 1 ]; then
+  pids=()
+  for i in "${!gpus[@]}"; do
+    echo "[01_doc_embeddings] worker $i/${#gpus[@]} on GPU ${gpus[$i]}" >&2
+    CUDA_VISIBLE_DEVICES="${gpus[$i]}" "$PY" -m run_src.encode_corpus "${args[@]}" --worker "$i/${#gpus[@]}" --quiet &
+    pids+=("$!")
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [ "$failed" -ne 0 ]; then
+    echo "[01_doc_embeddings] a worker failed; rerun to resume (finished parts are kept)" >&2
+    exit 1
+  fi
+  export CUDA_VISIBLE_DEVICES="${gpus[0]}"  # the assembling run finds every part and concatenates them
+fi
 "$PY" -m run_src.encode_corpus "${args[@]}"

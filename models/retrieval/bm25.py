@@ -9,10 +9,11 @@ analyser, builds a gensim ``Dictionary``, weights documents *and the query* with
     score    = sum_t w_q(t) * w_d(t)                                      # avgdl = corpus tokens / N
 
 where ``|x|`` is the bag's token count (for the query: in-vocabulary tokens only; out-of-vocabulary query
-terms are dropped). This module reproduces it with scipy sparse matrices, bit for bit: term ids are
-assigned in gensim's order, weights are computed in float64 with gensim's operation order and stored as
-float32 (gensim's ``SparseMatrixSimilarity`` dtype), and scores accumulate in float32 over query terms in
-ascending term id, as scipy does inside gensim. Ties rank in corpus order (BRIGHT's stable sort).
+terms are dropped). This module reproduces it bit for bit: term ids are assigned in gensim's order,
+weights are computed in float64 with gensim's operation order and stored as float32 (gensim's
+``SparseMatrixSimilarity`` dtype), and scores accumulate in float32 over query terms in ascending term
+id, as scipy does inside gensim. Ties rank in corpus order (BRIGHT's stable sort). Scoring and top-k
+selection run in the compiled kernels of :mod:`models.retrieval.bm25_kernel`.
 
 A cache directory holds the analysed term-frequency matrix (``tf.npz``), the vocabulary
 (``vocabulary.json``) and ``meta.json`` (corpus fingerprint, k1, b, analyser name), written last.
@@ -29,15 +30,18 @@ import io
 import json
 import logging
 import math
-from array import array
+import os
 from collections import Counter
+from itertools import chain
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from models.io_utils import atomic_write_bytes, atomic_write_json
+from models.retrieval.bm25_kernel import accumulate_scores, top_k_many
 from models.retrieval.corpus import NA, Corpus
 from models.retrieval.text_analysis import TextAnalyzer, default_analyzer
 
@@ -51,7 +55,8 @@ CACHE_FORMAT_VERSION = 1
 _ANALYSIS_CHUNK_DOCS = 10_000
 # gensim Dictionary(documents) default prune_at: past this many terms it drops the rarest ones.
 _GENSIM_PRUNE_AT = 2_000_000
-_SCORE_CHUNK_QUERIES = 32  # queries scored together in search_batch (bounds the dense score block)
+_SEARCH_THREADS = max(1, os.cpu_count() or 1)  # search_batch splits large batches over this many threads
+_PARALLEL_MIN_QUERIES = 16  # smaller batches are not worth a thread pool
 
 Hit = tuple[str, float]
 
@@ -93,9 +98,11 @@ class BM25Index:
             term_freqs.data, np.repeat(doc_lengths, np.diff(term_freqs.indptr)), self.idf[term_freqs.indices]
         )
         weighted = sp.csr_matrix((weights.astype(np.float32), term_freqs.indices, term_freqs.indptr), term_freqs.shape)
-        # Terms x documents: a query row times this matrix visits query terms in ascending id, as in gensim.
-        self._term_doc = weighted.T.tocsr()
-        self._term_doc.sort_indices()
+        # Posting lists (terms x documents, CSR): the kernel adds query terms in ascending id, as gensim's
+        # scipy product does, so scores are bit-identical to BRIGHT's.
+        term_doc = weighted.T.tocsr()
+        term_doc.sort_indices()
+        self._postings = (term_doc.indptr.astype(np.int64), term_doc.indices.astype(np.int32), term_doc.data)
 
     # ------------------------------------------------------------------------------------------ build/cache
 
@@ -200,7 +207,8 @@ class BM25Index:
 
     def score_all(self, query: str) -> np.ndarray:
         """float32 score of every document, in corpus order."""
-        return self._score_block(self._query_matrix(self.analyzer.analyze_batch([query])))[0]
+        rows = self._query_matrix(self.analyzer.analyze_batch([query]))
+        return accumulate_scores(rows.indices, rows.data, *self._postings, self.num_docs)
 
     def search(self, query: str, k: int, excluded_ids: Iterable[str] = ()) -> list[Hit]:
         """Top ``k`` ``(doc_id, score)`` by score, ties in corpus order, ``excluded_ids`` removed.
@@ -212,19 +220,39 @@ class BM25Index:
     def search_batch(
         self, queries: Sequence[str], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
     ) -> list[list[Hit]]:
-        """:meth:`search` for many queries; the texts are analysed in one batch."""
+        """:meth:`search` for many queries; texts are analysed in one batch, large batches searched on every core."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if excluded_ids is not None and len(excluded_ids) != len(queries):
             raise ValueError(f"excluded_ids has {len(excluded_ids)} entries for {len(queries)} queries")
-        tokens = self.analyzer.analyze_batch(list(queries))
-        results: list[list[Hit]] = []
-        for start in range(0, len(queries), _SCORE_CHUNK_QUERIES):
-            block = self._score_block(self._query_matrix(tokens[start : start + _SCORE_CHUNK_QUERIES]))
-            for offset, scores in enumerate(block):
-                excluded = () if excluded_ids is None else excluded_ids[start + offset]
-                results.append(self._rank(scores, k, excluded))
-        return results
+        if not queries:
+            return []
+        rows = self._query_matrix(self.analyzer.analyze_batch(list(queries)))
+        excluded = self._excluded_rows(excluded_ids if excluded_ids is not None else [()] * len(queries))
+        k = min(k, self.num_docs)
+        chunks = _chunks(len(queries), _SEARCH_THREADS if len(queries) >= _PARALLEL_MIN_QUERIES else 1)
+        if len(chunks) == 1:
+            parts = [self._top_k(rows, excluded, k, 0, len(queries))]
+        else:  # the kernel releases the GIL, so threads share one index and run on separate cores
+            with ThreadPoolExecutor(len(chunks)) as pool:
+                parts = list(pool.map(lambda span: self._top_k(rows, excluded, k, *span), chunks))
+        doc_ids = self.corpus.doc_ids
+        return [
+            [(doc_ids[d], float(s)) for d, s in zip(docs[i, :n].tolist(), scores[i, :n].tolist(), strict=True)]
+            for docs, scores, counts in parts
+            for i, n in enumerate(counts.tolist())
+        ]
+
+    def _top_k(
+        self, rows: sp.csr_matrix, excluded: tuple[np.ndarray, np.ndarray], k: int, start: int, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = rows.indptr[start], rows.indptr[stop]
+        ex_indptr, ex_rows = excluded
+        return top_k_many(
+            rows.indptr[start : stop + 1] - lo, rows.indices[lo:hi], rows.data[lo:hi],
+            ex_indptr[start : stop + 1] - ex_indptr[start], ex_rows[ex_indptr[start] : ex_indptr[stop]],
+            *self._postings, self.num_docs, k,
+        )  # fmt: skip
 
     def _weights(self, tf: np.ndarray, length: np.ndarray, idf: np.ndarray) -> np.ndarray:
         """gensim LuceneBM25Model.get_term_weights in float64, same operation order (so same rounding)."""
@@ -233,7 +261,7 @@ class BM25Index:
         return idf * (tf / (tf + k1 * (1 - b + b * length.astype(np.float64) / avgdl)))
 
     def _query_matrix(self, token_lists: Sequence[list[str]]) -> sp.csr_matrix:
-        """Query-side BM25 weights, one row per query; out-of-vocabulary tokens are dropped first."""
+        """Query-side BM25 weights, one row per query, term ids ascending; out-of-vocabulary tokens dropped."""
         indptr = [0]
         indices: list[int] = []
         weights: list[np.ndarray] = []
@@ -253,27 +281,28 @@ class BM25Index:
             shape=(len(token_lists), len(self.vocabulary)),
         )
 
-    def _score_block(self, query_matrix: sp.csr_matrix) -> np.ndarray:
-        # float32 sparse product: scipy accumulates per document over the query row's terms in order.
-        return np.asarray((query_matrix @ self._term_doc).toarray(), dtype=np.float32)
-
-    def _rank(self, scores: np.ndarray, k: int, excluded_ids: Iterable[str]) -> list[Hit]:
-        rows, unknown = [], 0
-        for doc_id in set(excluded_ids):
-            if doc_id == NA:
-                continue
-            if doc_id in self.corpus:
-                rows.append(self.corpus.index_of(doc_id))
-            else:
-                unknown += 1
+    def _excluded_rows(self, excluded_ids: Sequence[Iterable[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Excluded ids as CSR rows of corpus positions; "N/A" dropped, unknown ids skipped with a warning."""
+        indptr, rows, unknown = [0], [], 0
+        for ids in excluded_ids:
+            for doc_id in set(ids):
+                if doc_id == NA:
+                    continue
+                if doc_id in self.corpus:
+                    rows.append(self.corpus.index_of(doc_id))
+                else:
+                    unknown += 1
+            indptr.append(len(rows))
         if unknown:
             # DEVIATION: BRIGHT raises KeyError on an excluded id missing from the corpus; we skip it.
             logger.warning("%d excluded ids are not in corpus %s; ignored", unknown, self.corpus.name)
-        keep = np.ones(scores.shape[0], dtype=bool)
-        keep[rows] = False
-        candidates = np.flatnonzero(keep)
-        top = top_k_indices(scores[candidates], k)
-        return [(self.corpus.doc_ids[i], float(scores[i])) for i in candidates[top]]
+        return np.asarray(indptr, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(start, stop)`` spans covering ``range(n)`` (fewer when n is small)."""
+    bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 def build_or_load_bm25(
@@ -301,10 +330,9 @@ def _count_terms(corpus: Corpus, analyzer: TextAnalyzer, show_progress: bool) ->
 
     vocabulary: list[str] = []
     term_ids: dict[str, int] = {}
-    # Compact typed arrays: a large corpus has tens of millions of (document, term) pairs.
-    indptr = array("q", [0])
-    indices = array("i")
-    counts = array("i")
+    doc_rows: list[np.ndarray] = []
+    term_cols: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
     warned = False
     chunks = range(0, len(corpus), _ANALYSIS_CHUNK_DOCS)
     for start in tqdm(chunks, desc=f"BM25 analyse {corpus.name}", unit="chunk", disable=not show_progress):
@@ -319,25 +347,49 @@ def _count_terms(corpus: Corpus, analyzer: TextAnalyzer, show_progress: bool) ->
                 start,
             )
             warned = True
-        for tokens in analyzer.analyze_batch(corpus.texts[start : start + _ANALYSIS_CHUNK_DOCS]):
-            bag = Counter(tokens)
-            # gensim Dictionary.doc2bow(allow_update=True): a document's new terms get ids in sorted order.
-            for term in sorted(term for term in bag if term not in term_ids):
-                term_ids[term] = len(vocabulary)
-                vocabulary.append(term)
-            pairs = sorted((term_ids[term], count) for term, count in bag.items())
-            indices.extend(term_id for term_id, _ in pairs)
-            counts.extend(count for _, count in pairs)
-            indptr.append(len(indices))
+        batch = analyzer.analyze_batch(corpus.texts[start : start + _ANALYSIS_CHUNK_DOCS])
+        rows, cols, tfs = _count_chunk(batch, vocabulary, term_ids)
+        doc_rows.append(rows + start)
+        term_cols.append(cols)
+        counts.append(tfs)
+    rows = np.concatenate(doc_rows) if doc_rows else np.zeros(0, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(corpus)))]).astype(np.int64)
     term_freqs = sp.csr_matrix(
         (
-            np.frombuffer(counts, dtype=np.int32).copy(),
-            np.frombuffer(indices, dtype=np.int32).copy(),
-            np.frombuffer(indptr, dtype=np.int64).copy(),
+            np.concatenate(counts).astype(np.int32) if counts else np.zeros(0, dtype=np.int32),
+            np.concatenate(term_cols).astype(np.int32) if term_cols else np.zeros(0, dtype=np.int32),
+            indptr,
         ),
         shape=(len(corpus), len(vocabulary)),
     )
     return vocabulary, term_freqs
+
+
+def _count_chunk(
+    batch: Sequence[list[str]], vocabulary: list[str], term_ids: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, term id, count) triples of one chunk, sorted by document then term id; grows the vocabulary.
+
+    gensim's ``Dictionary.doc2bow(allow_update=True)`` gives a document's new terms ids in sorted order, so
+    unseen tokens are assigned document by document; everything else is one dictionary lookup per token and
+    one ``np.unique`` over (document, term) keys.
+    """
+    lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+    flat = list(chain.from_iterable(batch))
+    lookup = term_ids.get
+    ids = np.fromiter((lookup(token, -1) for token in flat), dtype=np.int64, count=len(flat))
+    doc_of = np.repeat(np.arange(len(batch), dtype=np.int64), lengths)
+    unseen = np.flatnonzero(ids < 0)
+    if unseen.size:
+        boundaries = np.flatnonzero(np.diff(doc_of[unseen])) + 1
+        for positions in np.split(unseen, boundaries):
+            for term in sorted({flat[p] for p in positions.tolist()} - term_ids.keys()):
+                term_ids[term] = len(vocabulary)
+                vocabulary.append(term)
+        ids[unseen] = [term_ids[flat[p]] for p in unseen.tolist()]
+    width = max(len(vocabulary), 1)
+    keys, tfs = np.unique(doc_of * width + ids, return_counts=True)
+    return keys // width, keys % width, tfs
 
 
 def _check_params(k1: float, b: float) -> None:
@@ -353,16 +405,3 @@ def _lucene_idf(doc_freqs: np.ndarray, num_docs: int) -> np.ndarray:
     log_n = math.log(num_docs + 1.0)
     values = np.array([log_n - math.log(float(df) + 0.5) for df in unique], dtype=np.float64)
     return values[inverse.ravel()]
-
-
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best scores, descending, ties by position (a stable sort's order)."""
-    n = scores.shape[0]
-    if k < n:
-        threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        above = np.flatnonzero(scores > threshold)
-        tied = np.flatnonzero(scores == threshold)[: k - above.size]
-        chosen = np.concatenate([above, tied])
-    else:
-        chosen = np.arange(n)
-    return chosen[np.lexsort((chosen, -scores[chosen]))]

@@ -107,32 +107,13 @@ def build_or_load_doc_embeddings(
     Raises ``ValueError`` if the directory holds a cache built with other settings or for another
     corpus. ``mmap=True`` memory-maps ``embeddings.npy`` instead of reading it into memory.
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     doc_ids, texts = _validated_corpus(corpus)
     directory = cache_dir(cache_root, model_name, corpus.name)
     expected = _expected_meta(encoder, corpus, len(doc_ids))
-    meta_path = directory / "meta.json"
-
-    if meta_path.is_file():
-        existing = _read_json(meta_path)
-        _refuse_mismatch(directory, existing, expected)
-        if existing.get("status") == "complete":
-            logger.info("reusing document embeddings %s (%d docs, dim %d)", directory, len(doc_ids), expected["dim"])
-            return _load(directory, existing, doc_ids, mmap)
-        shard_size = int(existing.get("shard_size", shard_size))  # parts on disk use the original size
-        logger.info("resuming partial build in %s (shard size %d)", directory, shard_size)
-    else:
-        leftovers = sorted(p.name for p in directory.glob("*.npy")) if directory.is_dir() else []
-        if leftovers:
-            raise ValueError(
-                f"{directory} holds {leftovers[:3]} but no meta.json, so its settings are unknown; "
-                "delete the directory to rebuild"
-            )
-        atomic_write_json(
-            meta_path, {**expected, "status": "building", "shard_size": shard_size, "build": _build_info(encoder)}
-        )
-
+    shard_size_or_done = _open_build(directory, expected, shard_size, encoder)
+    if not isinstance(shard_size_or_done, int):
+        return _load(directory, shard_size_or_done, doc_ids, mmap)
+    shard_size = shard_size_or_done
     parts = _encode_shards(
         encoder, texts, directory, shard_size, expected["dim"], show_progress, f"{model_name}/{corpus.name}",
         on_progress,
@@ -146,11 +127,70 @@ def build_or_load_doc_embeddings(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "build": _build_info(encoder),
     }
-    atomic_write_json(meta_path, meta)  # written last: its "complete" vouches for the two files above
+    atomic_write_json(directory / "meta.json", meta)  # written last: its "complete" vouches for the two files above
     for part in parts:
         part.unlink(missing_ok=True)
     logger.info("wrote document embeddings %s (%d docs, dim %d)", directory, len(doc_ids), expected["dim"])
     return _load(directory, meta, doc_ids, mmap)
+
+
+def encode_doc_embedding_parts(
+    encoder: DocumentEncoder,
+    corpus: CorpusLike,
+    cache_root: str | os.PathLike[str],
+    model_name: str,
+    worker: tuple[int, int],
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    show_progress: bool = True,
+    on_progress: Progress | None = None,
+) -> int:
+    """Encode this worker's parts of a cache (parts ``s`` with ``s % num_workers == index``); return their count.
+
+    Several processes (one per GPU) share one cache directory this way; each part is written atomically
+    and a killed worker resumes at its first missing part. Nothing is assembled here: the next
+    :func:`build_or_load_doc_embeddings` finds every part on disk and only concatenates them.
+    """
+    index, num_workers = worker
+    if not (num_workers >= 1 and 0 <= index < num_workers):
+        raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
+    doc_ids, texts = _validated_corpus(corpus)
+    directory = cache_dir(cache_root, model_name, corpus.name)
+    expected = _expected_meta(encoder, corpus, len(doc_ids))
+    shard_size_or_done = _open_build(directory, expected, shard_size, encoder)
+    if not isinstance(shard_size_or_done, int):
+        return 0  # already complete
+    parts = _encode_shards(
+        encoder, texts, directory, shard_size_or_done, expected["dim"], show_progress,
+        f"{model_name}/{corpus.name} [worker {index + 1}/{num_workers}]", on_progress, worker=worker,
+    )  # fmt: skip
+    return len(parts)
+
+
+def _open_build(
+    directory: Path, expected: dict[str, Any], shard_size: int, encoder: DocumentEncoder
+) -> int | dict[str, Any]:
+    """The finished cache's meta, or the shard size a (new or resumed) build must use."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    meta_path = directory / "meta.json"
+    if meta_path.is_file():
+        existing = _read_json(meta_path)
+        _refuse_mismatch(directory, existing, expected)
+        if existing.get("status") == "complete":
+            logger.info("reusing document embeddings %s (%d docs, dim %d)", directory, expected["n_docs"], expected["dim"])
+            return existing
+        shard_size = int(existing.get("shard_size", shard_size))  # parts on disk use the original size
+        logger.info("resuming partial build in %s (shard size %d)", directory, shard_size)
+        return shard_size
+    leftovers = sorted(p.name for p in directory.glob("*.npy")) if directory.is_dir() else []
+    if leftovers:
+        raise ValueError(
+            f"{directory} holds {leftovers[:3]} but no meta.json, so its settings are unknown; "
+            "delete the directory to rebuild"
+        )
+    atomic_write_json(meta_path, {**expected, "status": "building", "shard_size": shard_size, "build": _build_info(encoder)})
+    return shard_size
 
 
 def load_doc_embeddings(directory: str | os.PathLike[str], mmap: bool = False) -> DocEmbeddings:
@@ -216,18 +256,25 @@ def _encode_shards(
     show_progress: bool,
     label: str,
     on_progress: Progress | None = None,
+    worker: tuple[int, int] = (0, 1),
 ) -> list[Path]:
-    """Encode every missing ``part-XXXXX.npy``; finished parts from a killed run are kept."""
+    """Encode every missing ``part-XXXXX.npy`` of this worker; finished parts from a killed run are kept.
+
+    Returns this worker's parts (all parts for the default single worker).
+    """
     n_shards = -(-len(texts) // shard_size)
+    index, num_workers = worker
     parts = [directory / f"part-{s:05d}.npy" for s in range(n_shards)]
-    done = [s for s in range(n_shards) if _part_ok(parts[s], _rows(s, shard_size, len(texts)), dim)]
+    mine = [s for s in range(n_shards) if s % num_workers == index]
+    done = {s for s in mine if _part_ok(parts[s], _rows(s, shard_size, len(texts)), dim)}
     done_rows = sum(_rows(s, shard_size, len(texts)) for s in done)
+    total_rows = sum(_rows(s, shard_size, len(texts)) for s in mine)
     if done:
-        logger.info("%s: %d of %d shards already encoded", label, len(done), n_shards)
+        logger.info("%s: %d of %d shards already encoded", label, len(done), len(mine))
     with tqdm(
-        total=len(texts), initial=done_rows, desc=f"doc embeddings {label}", unit="doc", disable=not show_progress
+        total=total_rows, initial=done_rows, desc=f"doc embeddings {label}", unit="doc", disable=not show_progress
     ) as bar:
-        for s in range(n_shards):
+        for s in mine:
             if s in done:
                 continue
             start = s * shard_size
@@ -237,8 +284,8 @@ def _encode_shards(
             _atomic_save_npy(parts[s], vectors)
             bar.update(len(chunk))
             if on_progress is not None:
-                on_progress(bar.n, len(texts))
-    return parts
+                on_progress(bar.n, total_rows)
+    return [parts[s] for s in mine]
 
 
 def _rows(shard: int, shard_size: int, n: int) -> int:

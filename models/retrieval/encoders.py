@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -174,6 +175,8 @@ class Encoder(ABC):
             "normalize": cfg.normalize,
             "append_eos": fmt.append_eos,
             "eos_token": fmt.eos_token if fmt.append_eos else None,
+            # The truncation used when a max_len flag is None (the model's own limit).
+            "model_max_len": getattr(self, "_model_max_len", None),
         }
         if side in ("document", "both"):
             info.update(doc_prefix=fmt.doc_prefix, doc_instruction=fmt.doc_instruction, doc_max_len=cfg.doc_max_len)
@@ -248,6 +251,15 @@ def _check_eos_roundtrip(tokenizer: Any, eos_token: str, eos_id: int) -> None:
         )
 
 
+def sentence_transformers_max_len(path: str) -> int | None:
+    """``max_seq_length`` from a sentence-transformers folder's ``sentence_bert_config.json``, if any."""
+    config_path = Path(path) / "sentence_bert_config.json"
+    if not config_path.is_file():
+        return None
+    value = json.loads(config_path.read_text(encoding="utf-8")).get("max_seq_length")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def lora_adapter_base(path: str) -> str | None:
     """The base model of a LoRA adapter directory (``adapter_config.json``), or ``None`` for a full model."""
     config_path = Path(path) / "adapter_config.json"
@@ -310,8 +322,12 @@ class TransformersEncoder(Encoder):
             self.model = AutoModel.from_pretrained(config.model_name_or_path, dtype=dtype).to(self.device).eval()
         self._dim = int(self.model.config.hidden_size)
         limit = getattr(self.tokenizer, "model_max_length", None)
-        # A tokenizer without a real limit reports ~1e30; only a sane one caps "no truncation".
-        self._model_max_len = int(limit) if limit and limit < 1_000_000 else None
+        # A tokenizer without a real limit reports ~1e30; only a sane one caps "no truncation". A
+        # sentence-transformers folder's own max_seq_length wins (MiniLM: 256, its tokenizer says 512), so
+        # without a length flag our vectors are the ones SentenceTransformer.encode gives.
+        self._model_max_len = sentence_transformers_max_len(config.model_name_or_path) or (
+            int(limit) if limit and limit < 1_000_000 else None
+        )
         logger.info(
             "loaded %s (%s, %s, dim %d, pooling %s, eos %r)",
             config.model_name_or_path,

@@ -57,21 +57,23 @@ def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
 def hybrid_search(
     dense: DenseRetriever, bm25: BM25Retriever, examples: Sequence[Example], alpha: float, top_k: int
 ) -> Run:
-    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid)."""
+    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid).
+
+    Both sides are full-corpus score vectors in corpus order (one matrix product, BM25 ``score_all``), so
+    fusion and the top-k cut stay in numpy.
+    """
     corpus: Corpus = dense.corpus
-    position = {doc_id: i for i, doc_id in enumerate(corpus.doc_ids)}
+    if bm25.corpus.doc_ids != corpus.doc_ids:
+        raise ValueError(f"hybrid: BM25 corpus {bm25.corpus.name!r} is not the dense corpus {corpus.name!r}")
     doc_ids = np.asarray(corpus.doc_ids, dtype=object)
     query_embs = dense.encoder.encode_queries([e.query for e in examples], task=dense.task)
     run: Run = {}
     constant = 0
     for start in range(0, len(examples), _HYBRID_QUERY_CHUNK):
         chunk = examples[start : start + _HYBRID_QUERY_CHUNK]
-        ids, scores = dense.index.search(
-            query_embs[start : start + len(chunk)], len(corpus), [e.excluded_ids for e in chunk]
-        )
-        for example, q_ids, q_scores in zip(chunk, ids, scores, strict=True):
-            dense_scores = np.full(len(corpus), np.nan)
-            dense_scores[[position[d] for d in q_ids]] = q_scores
+        dense_block = dense.index.score_all(query_embs[start : start + len(chunk)], [e.excluded_ids for e in chunk])
+        for example, dense_scores32 in zip(chunk, dense_block, strict=True):
+            dense_scores = dense_scores32.astype(np.float64)
             bm25_scores = bm25.index.score_all(example.query).astype(np.float64)
             bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
             constant += int(np.nanstd(bm25_scores) == 0) + int(np.nanstd(dense_scores) == 0)

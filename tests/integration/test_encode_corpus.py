@@ -203,6 +203,29 @@ def test_killed_build_resumes_to_the_clean_result(
     assert (directory / "ids.json").read_bytes() == (clean / "ids.json").read_bytes()
 
 
+def test_two_workers_one_killed_and_resumed_give_the_one_process_cache(
+    minilm_dir: Path, clean_build: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "workers"
+    shards = ("--shard_size", "20")  # 5 parts: worker 0 holds 0, 2, 4; worker 1 holds 1, 3
+    _wrap_encoder(monkeypatch, fail_on_call=2)
+    with pytest.raises(SimulatedKill):
+        encode_corpus.main(_argv(minilm_dir, root, *shards, "--worker", "0/2"))
+    directory = _cache(root, minilm_dir)
+    assert sorted(p.name for p in directory.glob("part-*.npy")) == ["part-00000.npy"]
+    built = _wrap_encoder(monkeypatch, fail_on_call=None)
+    assert encode_corpus.main(_argv(minilm_dir, root, *shards, "--worker", "1/2")) == 0
+    assert encode_corpus.main(_argv(minilm_dir, root, *shards, "--worker", "0/2")) == 0  # resumes at part 2
+    assert [b.calls for b in built] == [2, 2]
+    assert not (directory / "embeddings.npy").exists()  # workers never assemble
+    assert encode_corpus.main(_argv(minilm_dir, root, *shards)) == 0
+    assert built[-1].calls == 0  # every part was on disk: only concatenated
+    clean = _cache(clean_build[0], minilm_dir)
+    np.testing.assert_allclose(np.load(directory / "embeddings.npy"), np.load(clean / "embeddings.npy"), atol=1e-5)
+    assert (directory / "ids.json").read_bytes() == (clean / "ids.json").read_bytes()
+    assert not list(directory.glob("part-*.npy"))
+
+
 def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -215,6 +238,8 @@ def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path:
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        "ENCODE_GPUS": "0,1",  # two workers (on CPU here), then the assembling run
+        "SHARD_SIZE": "30",
     }
     env.pop("BRIGHT_DIR", None)
     done = subprocess.run(
@@ -225,7 +250,8 @@ def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "champ: built 89 docs, dim 384" in done.stdout
+    assert "worker 1/2 on GPU 1" in done.stderr and done.stdout.count("this worker's parts encoded") == 2
+    assert "champ: resumed 89 docs, dim 384" in done.stdout
     directory = _cache(tmp_path / "cache", minilm_dir)
     assert np.load(directory / "embeddings.npy").shape == (89, 384)
     assert json.loads((directory / "encode_config.json").read_text())["settings"]["text_format"] == "plain"

@@ -451,3 +451,19 @@ def test_vllm_server_matches_transformers(vllm_server: str, smollm2: Transformer
         )
         assert cosines.min() > 0.999, cosines
         assert remote.describe() == smollm2.describe()
+
+
+def test_minilm_truncates_where_sentence_transformers_does(minilm: TransformersEncoder, minilm_dir: Path) -> None:
+    """The folder's max_seq_length (256) applies, not the tokenizer's 512: 400-word documents encode alike."""
+    from sentence_transformers import SentenceTransformer
+
+    rng = np.random.default_rng(0)
+    words = "theorem prime integer divides sum product triangle angle proof lemma field ring group order".split()
+    docs = [" ".join(rng.choice(words, size=400)) for _ in range(3)]
+    assert all(len(ids) > 300 for ids in minilm.tokenizer(docs)["input_ids"])  # longer than 256 tokens
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(docs, normalize_embeddings=True)
+    ours = minilm.encode_documents(docs, show_progress=False)
+    assert np.min(np.sum(reference * ours, axis=1)) >= 0.9999
+    assert minilm.describe("document")["model_max_len"] == 256
+    longer = minilm.with_options(doc_max_len=512).encode_documents(docs, show_progress=False)
+    assert np.max(np.sum(reference * longer, axis=1)) < 0.9999  # a flag still overrides the model's limit

@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from models.retrieval import bm25 as bm25_module
-from models.retrieval.bm25 import BM25Index, build_or_load_bm25, top_k_indices
+from models.retrieval.bm25 import BM25Index, build_or_load_bm25
 from models.retrieval.corpus import Corpus, load_corpus
 from models.retrieval.text_analysis import LuceneEnglishAnalyzer, WhitespaceAnalyzer, default_analyzer
 
@@ -122,13 +124,62 @@ def test_ties_keep_corpus_order() -> None:
     assert [doc_id for doc_id, _ in index.search("x", k=5)] == ["a", "c", "d", "b", "e"]
 
 
-def test_top_k_equals_a_stable_sort() -> None:
+def _scipy_scores(index: BM25Index, query: str) -> np.ndarray:
+    """gensim's way: the query row times the float32 weighted term-document matrix."""
+    tokens = index.analyzer.analyze_batch([query])
+    row = index._query_matrix(tokens)
+    tf = index.term_freqs
+    lengths = np.asarray(tf.sum(axis=1)).ravel()
+    weights = index._weights(tf.data, np.repeat(lengths, np.diff(tf.indptr)), index.idf[tf.indices]).astype(np.float32)
+    term_doc = sp.csr_matrix((weights, tf.indices, tf.indptr), tf.shape).T.tocsr()
+    term_doc.sort_indices()
+    return np.asarray((row @ term_doc).toarray(), dtype=np.float32)[0]
+
+
+def _scipy_reference(index: BM25Index, query: str, k: int, excluded: set[str]) -> list[tuple[str, float]]:
+    """The full score vector stably sorted (BRIGHT's ranking), excluded ids removed before the cut."""
+    scores = _scipy_scores(index, query)
+    order = [i for i in np.argsort(-scores, kind="stable") if index.corpus.doc_ids[i] not in excluded][:k]
+    return [(index.corpus.doc_ids[i], float(scores[i])) for i in order]
+
+
+def test_kernel_equals_the_scipy_product_and_a_stable_sort_bit_for_bit() -> None:
+    """Random Zipf corpus with duplicate documents (ties), exclusions, k above the number of matches."""
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        scores = rng.integers(0, 4, size=int(rng.integers(1, 30))).astype(np.float32)
-        k = int(rng.integers(1, 35))
-        expected = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        assert top_k_indices(scores, k).tolist() == expected
+    words = [f"w{i}" for i in range(300)]
+    probs = 1 / np.arange(1, 301)
+    probs /= probs.sum()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 40)), p=probs)) for _ in range(1500)]
+    texts += texts[:200]  # exact duplicates tie on every query
+    ids = [f"d{i}" for i in range(len(texts))]
+    index = BM25Index.build(Corpus("zipf", ids, texts), analyzer=WhitespaceAnalyzer(), show_progress=False)
+    queries = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)), p=probs)) for _ in range(60)]
+    queries += ["w299 w298", "absent", "w0 w0 w1"]
+    for k in (1, 10, 1000, len(texts) + 5):
+        excluded = [set(rng.choice(ids, size=int(rng.integers(0, 20)))) for _ in queries]
+        got = index.search_batch(queries, k, excluded)
+        for query, ex, hits in zip(queries, excluded, got, strict=True):
+            assert hits == _scipy_reference(index, query, k, ex), (query, k)
+    for query in queries[:10]:
+        np.testing.assert_array_equal(index.score_all(query), _scipy_scores(index, query))
+
+
+def test_term_ids_follow_gensim_doc2bow_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A document's unseen terms get the next ids in sorted order (gensim's Dictionary), chunk after chunk."""
+    monkeypatch.setattr(bm25_module, "_ANALYSIS_CHUNK_DOCS", 7)
+    rng = np.random.default_rng(1)
+    words = [f"t{i}" for i in range(120)]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 15)))) for _ in range(50)]
+    index = BM25Index.build(Corpus("order", [str(i) for i in range(50)], texts), analyzer=WhitespaceAnalyzer(), show_progress=False)
+    vocabulary: list[str] = []
+    for text in texts:
+        vocabulary.extend(sorted(set(text.split()) - set(vocabulary)))
+    assert index.vocabulary == vocabulary
+    for row, text in enumerate(texts):
+        bag = Counter(index.term_ids[token] for token in text.split())
+        got = index.term_freqs[row]
+        assert dict(zip(got.indices.tolist(), got.data.tolist(), strict=True)) == bag
+        assert got.indices.tolist() == sorted(bag)
 
 
 def test_search_batch_equals_search(toy: BM25Index) -> None:

@@ -36,6 +36,7 @@ from itertools import chain
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +60,14 @@ _SEARCH_THREADS = max(1, os.cpu_count() or 1)  # search_batch splits large batch
 _PARALLEL_MIN_QUERIES = 16  # smaller batches are not worth a thread pool
 
 Hit = tuple[str, float]
+
+
+class QueryRows(NamedTuple):
+    """Queries as CSR rows: row ``i`` is ``term_ids/weights[indptr[i]:indptr[i + 1]]``, ids ascending."""
+
+    indptr: np.ndarray
+    term_ids: np.ndarray
+    weights: np.ndarray
 
 
 class BM25Index:
@@ -207,8 +216,8 @@ class BM25Index:
 
     def score_all(self, query: str) -> np.ndarray:
         """float32 score of every document, in corpus order."""
-        rows = self._query_matrix(self.analyzer.analyze_batch([query]))
-        return accumulate_scores(rows.indices, rows.data, *self._postings, self.num_docs)
+        rows = self._query_rows(self.analyzer.analyze_batch([query]))
+        return accumulate_scores(rows.term_ids, rows.weights, *self._postings, self.num_docs)
 
     def search(self, query: str, k: int, excluded_ids: Iterable[str] = ()) -> list[Hit]:
         """Top ``k`` ``(doc_id, score)`` by score, ties in corpus order, ``excluded_ids`` removed.
@@ -225,9 +234,18 @@ class BM25Index:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if excluded_ids is not None and len(excluded_ids) != len(queries):
             raise ValueError(f"excluded_ids has {len(excluded_ids)} entries for {len(queries)} queries")
-        if not queries:
+        return self.search_tokens(self.analyzer.analyze_batch(list(queries)) if queries else [], k, excluded_ids)
+
+    def search_tokens(
+        self, token_lists: Sequence[list[str]], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search_batch` for queries already analysed (what benchmarks compare against bm25s)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if not token_lists:
             return []
-        rows = self._query_matrix(self.analyzer.analyze_batch(list(queries)))
+        queries = token_lists
+        rows = self._query_rows(token_lists)
         excluded = self._excluded_rows(excluded_ids if excluded_ids is not None else [()] * len(queries))
         k = min(k, self.num_docs)
         chunks = _chunks(len(queries), _SEARCH_THREADS if len(queries) >= _PARALLEL_MIN_QUERIES else 1)
@@ -244,12 +262,12 @@ class BM25Index:
         ]
 
     def _top_k(
-        self, rows: sp.csr_matrix, excluded: tuple[np.ndarray, np.ndarray], k: int, start: int, stop: int
+        self, rows: QueryRows, excluded: tuple[np.ndarray, np.ndarray], k: int, start: int, stop: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo, hi = rows.indptr[start], rows.indptr[stop]
         ex_indptr, ex_rows = excluded
         return top_k_many(
-            rows.indptr[start : stop + 1] - lo, rows.indices[lo:hi], rows.data[lo:hi],
+            rows.indptr[start : stop + 1] - lo, rows.term_ids[lo:hi], rows.weights[lo:hi],
             ex_indptr[start : stop + 1] - ex_indptr[start], ex_rows[ex_indptr[start] : ex_indptr[stop]],
             *self._postings, self.num_docs, k,
         )  # fmt: skip
@@ -260,29 +278,29 @@ class BM25Index:
         tf = tf.astype(np.float64)
         return idf * (tf / (tf + k1 * (1 - b + b * length.astype(np.float64) / avgdl)))
 
-    def _query_matrix(self, token_lists: Sequence[list[str]]) -> sp.csr_matrix:
-        """Query-side BM25 weights, one row per query, term ids ascending; out-of-vocabulary tokens dropped."""
+    def _query_rows(self, token_lists: Sequence[list[str]]) -> QueryRows:
+        """Query-side BM25 weights as CSR rows, term ids ascending; out-of-vocabulary tokens are dropped."""
+        lookup = self.term_ids.get
         indptr = [0]
-        indices: list[int] = []
-        weights: list[np.ndarray] = []
+        term_ids: list[int] = []
+        tfs: list[int] = []
+        lengths: list[int] = []
         for tokens in token_lists:
-            bag = Counter(self.term_ids[token] for token in tokens if token in self.term_ids)
-            if bag:
-                term_ids = np.array(sorted(bag), dtype=np.int64)
-                tf = np.array([bag[term_id] for term_id in term_ids], dtype=np.int64)
-                # |x| = number of in-vocabulary query tokens (gensim: sum of the bag's counts after doc2bow).
-                length = np.full(tf.shape, int(tf.sum()), dtype=np.int64)
-                weights.append(self._weights(tf, length, self.idf[term_ids]))
-                indices.extend(term_ids.tolist())
-            indptr.append(len(indices))
-        data = np.concatenate(weights).astype(np.float32) if weights else np.zeros(0, dtype=np.float32)
-        return sp.csr_matrix(
-            (data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
-            shape=(len(token_lists), len(self.vocabulary)),
-        )
+            bag = Counter(i for i in map(lookup, tokens) if i is not None)
+            for term_id in sorted(bag):
+                term_ids.append(term_id)
+                tfs.append(bag[term_id])
+            # |x| = number of in-vocabulary query tokens (gensim: sum of the bag's counts after doc2bow).
+            lengths.extend([sum(bag.values())] * len(bag))
+            indptr.append(len(term_ids))
+        ids = np.asarray(term_ids, dtype=np.int64)
+        weights = self._weights(np.asarray(tfs, dtype=np.int64), np.asarray(lengths, dtype=np.int64), self.idf[ids])
+        return QueryRows(np.asarray(indptr, dtype=np.int64), ids, weights.astype(np.float32))
 
     def _excluded_rows(self, excluded_ids: Sequence[Iterable[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Excluded ids as CSR rows of corpus positions; "N/A" dropped, unknown ids skipped with a warning."""
+        if not any(excluded_ids):
+            return np.zeros(len(excluded_ids) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         indptr, rows, unknown = [0], [], 0
         for ids in excluded_ids:
             for doc_id in set(ids):
@@ -301,6 +319,8 @@ class BM25Index:
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous ``(start, stop)`` spans covering ``range(n)`` (fewer when n is small)."""
+    if parts <= 1:
+        return [(0, n)]
     bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 

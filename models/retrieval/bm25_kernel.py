@@ -7,7 +7,8 @@ documents it touched, and keeps the best ``k`` of those in a size-``k`` heap who
 current threshold. Untouched documents all score 0 and come after every touched one in corpus
 order, which is where a stable sort of the full score vector puts them; they are read only when
 fewer than ``k`` documents match. Every BM25 contribution is positive (idf = ln(N+1) - ln(df+0.5)
-> 0), so touched means scored above zero.
+> 0, and the smallest product of two float32 weights is far above float32's range), so a score of
+exactly 0 means untouched.
 
 The kernels release the GIL (``nogil``), so server threads search in parallel; they are compiled on
 first use and cached next to this file by numba.
@@ -46,6 +47,28 @@ def _sift_down(heap_scores: np.ndarray, heap_docs: np.ndarray, size: int, start:
         i = worst
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer(heap_scores: np.ndarray, heap_docs: np.ndarray, size: int, k: int, score: float, doc: int) -> int:
+    """Offer one hit to the size-``k`` min-heap (root = worst kept hit); return the new size."""
+    if size < k:  # grow the heap: sift the new hit up
+        i = size
+        heap_scores[i] = score
+        heap_docs[i] = doc
+        while i > 0:
+            parent = (i - 1) // 2
+            if not _worse(heap_scores[i], heap_docs[i], heap_scores[parent], heap_docs[parent]):
+                break
+            heap_scores[i], heap_scores[parent] = heap_scores[parent], heap_scores[i]
+            heap_docs[i], heap_docs[parent] = heap_docs[parent], heap_docs[i]
+            i = parent
+        return size + 1
+    if _worse(heap_scores[0], heap_docs[0], score, doc):  # better than the threshold at the root
+        heap_scores[0] = score
+        heap_docs[0] = doc
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return size
+
+
 @numba.njit(cache=True, nogil=True)
 def _top_k_one(
     query_terms: np.ndarray,
@@ -59,52 +82,52 @@ def _top_k_one(
     out_docs: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:
-    """Write one query's top ``k`` (unsorted) into ``out_docs``/``out_scores``; return how many."""
+    """Write one query's top ``k`` (unsorted) into ``out_docs``/``out_scores``; return how many.
+
+    A score of exactly 0 means untouched (contributions are positive); excluded documents get -1.
+    When the posting lists cover a large part of the corpus, one pass over the score array is cheaper
+    than remembering which documents were touched.
+    """
     scores = np.zeros(num_docs, dtype=np.float32)
-    seen = np.zeros(num_docs, dtype=np.bool_)
     total = 0
     for j in range(query_terms.shape[0]):
         total += indptr[query_terms[j] + 1] - indptr[query_terms[j]]
-    touched = np.empty(min(total, num_docs), dtype=np.int64)
+    sparse = total * 4 < num_docs
+    touched = np.empty(total if sparse else 0, dtype=np.int64)
     num_touched = 0
     for j in range(query_terms.shape[0]):
         term = query_terms[j]
         weight = query_weights[j]
-        for p in range(indptr[term], indptr[term + 1]):
-            doc = postings[p]
-            if not seen[doc]:
-                seen[doc] = True
-                touched[num_touched] = doc
-                num_touched += 1
-            scores[doc] += weight * posting_weights[p]
+        if sparse:
+            for p in range(indptr[term], indptr[term + 1]):
+                doc = postings[p]
+                if scores[doc] == 0.0:
+                    touched[num_touched] = doc
+                    num_touched += 1
+                scores[doc] += weight * posting_weights[p]
+        else:
+            for p in range(indptr[term], indptr[term + 1]):
+                scores[postings[p]] += weight * posting_weights[p]
     for j in range(excluded_rows.shape[0]):
-        scores[excluded_rows[j]] = _EXCLUDED
-        seen[excluded_rows[j]] = True  # never a zero-score filler either
+        scores[excluded_rows[j]] = _EXCLUDED  # never a hit, never a zero-score filler
+    # The heap's root is the threshold: a candidate is offered only when it beats it (kept in locals, so
+    # the common case is one float comparison per document).
     size = 0
-    for j in range(num_touched):
-        doc = touched[j]
+    threshold = np.float32(0.0)
+    threshold_doc = -1
+    count = num_touched if sparse else num_docs
+    for j in range(count):
+        doc = touched[j] if sparse else j
         score = scores[doc]
-        if score < 0:
+        if score <= 0 or (size == k and (score < threshold or (score == threshold and doc > threshold_doc))):
             continue
-        if size < k:  # grow the heap: sift the new hit up
-            i = size
-            size += 1
-            out_scores[i] = score
-            out_docs[i] = doc
-            while i > 0:
-                parent = (i - 1) // 2
-                if not _worse(out_scores[i], out_docs[i], out_scores[parent], out_docs[parent]):
-                    break
-                out_scores[i], out_scores[parent] = out_scores[parent], out_scores[i]
-                out_docs[i], out_docs[parent] = out_docs[parent], out_docs[i]
-                i = parent
-        elif _worse(out_scores[0], out_docs[0], score, doc):
-            out_scores[0] = score
-            out_docs[0] = doc
-            _sift_down(out_scores, out_docs, size, 0)
+        size = _offer(out_scores, out_docs, size, k, score, doc)
+        if size == k:
+            threshold = out_scores[0]
+            threshold_doc = out_docs[0]
     doc = 0
     while size < k and doc < num_docs:  # fewer matches than k: zero-score documents in corpus order
-        if not seen[doc]:
+        if scores[doc] == 0.0:
             out_scores[size] = 0.0
             out_docs[size] = doc
             size += 1

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.retrieval.corpus import Corpus, Example
+from models.retrieval.bm25 import BM25Index
+from models.retrieval.corpus import Example
+from models.retrieval.dense_search import DenseIndex
 from models.retrieval.retrievers import BM25Retriever, DenseRetriever
 
 logger = logging.getLogger(__name__)
@@ -57,24 +59,30 @@ def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
 def hybrid_search(
     dense: DenseRetriever, bm25: BM25Retriever, examples: Sequence[Example], alpha: float, top_k: int
 ) -> Run:
-    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid).
+    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid)."""
+    if bm25.corpus.doc_ids != dense.corpus.doc_ids:
+        raise ValueError(f"hybrid: BM25 corpus {bm25.corpus.name!r} is not the dense corpus {dense.corpus.name!r}")
+    query_embs = dense.encoder.encode_queries([e.query for e in examples], task=dense.task)
+    return fuse_runs(dense.index, bm25.index, examples, query_embs, alpha, top_k)
+
+
+def fuse_runs(
+    dense: DenseIndex, bm25: BM25Index, examples: Sequence[Example], query_embs: np.ndarray, alpha: float, top_k: int
+) -> Run:
+    """The fusion behind :func:`hybrid_search`, from query vectors already encoded.
 
     Both sides are full-corpus score vectors in corpus order (one matrix product, BM25 ``score_all``), so
     fusion and the top-k cut stay in numpy.
     """
-    corpus: Corpus = dense.corpus
-    if bm25.corpus.doc_ids != corpus.doc_ids:
-        raise ValueError(f"hybrid: BM25 corpus {bm25.corpus.name!r} is not the dense corpus {corpus.name!r}")
-    doc_ids = np.asarray(corpus.doc_ids, dtype=object)
-    query_embs = dense.encoder.encode_queries([e.query for e in examples], task=dense.task)
+    doc_ids = np.asarray(bm25.corpus.doc_ids, dtype=object)
     run: Run = {}
     constant = 0
     for start in range(0, len(examples), _HYBRID_QUERY_CHUNK):
         chunk = examples[start : start + _HYBRID_QUERY_CHUNK]
-        dense_block = dense.index.score_all(query_embs[start : start + len(chunk)], [e.excluded_ids for e in chunk])
+        dense_block = dense.score_all(query_embs[start : start + len(chunk)], [e.excluded_ids for e in chunk])
         for example, dense_scores32 in zip(chunk, dense_block, strict=True):
             dense_scores = dense_scores32.astype(np.float64)
-            bm25_scores = bm25.index.score_all(example.query).astype(np.float64)
+            bm25_scores = bm25.score_all(example.query).astype(np.float64)
             bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
             constant += int(np.nanstd(bm25_scores) == 0) + int(np.nanstd(dense_scores) == 0)
             fused = fuse_scores(dense_scores, bm25_scores, alpha)
@@ -84,5 +92,5 @@ def hybrid_search(
         logger.warning(
             "hybrid: %d score lists were constant (e.g. no query term in the BM25 vocabulary); z = 0", constant
         )
-    logger.info("hybrid alpha %.2f: fused %d queries over %d documents", alpha, len(run), len(corpus))
+    logger.info("hybrid alpha %.2f: fused %d queries over %d documents", alpha, len(run), len(doc_ids))
     return run

@@ -127,7 +127,8 @@ def test_ties_keep_corpus_order() -> None:
 def _scipy_scores(index: BM25Index, query: str) -> np.ndarray:
     """gensim's way: the query row times the float32 weighted term-document matrix."""
     tokens = index.analyzer.analyze_batch([query])
-    row = index._query_matrix(tokens)
+    rows = index._query_rows(tokens)
+    row = sp.csr_matrix((rows.weights, rows.term_ids, rows.indptr), shape=(1, len(index.vocabulary)))
     tf = index.term_freqs
     lengths = np.asarray(tf.sum(axis=1)).ravel()
     weights = index._weights(tf.data, np.repeat(lengths, np.diff(tf.indptr)), index.idf[tf.indices]).astype(np.float32)

@@ -1,0 +1,272 @@
+"""Our retrieval kernels side by side with the libraries a user would otherwise pick, in one process.
+
+    .venv/bin/pip install -r requirements-bench.txt       # bm25s (the other anchors are runtime deps)
+    python -m benchmarks.compare                          # 100k documents, every comparison
+    python -m benchmarks.compare --docs 20000 --only bm25 dense
+
+Each comparison runs both sides on the same inputs, alternating ours/anchor for ``--repeats`` rounds,
+and reports the median and minimum seconds of each; ``ratio`` = anchor median / our median, so > 1
+means we are faster. Results are checked equal before timing (same top ids), so a fast wrong kernel
+cannot win.
+
+* ``bm25``: :class:`models.retrieval.bm25.BM25Index` vs bm25s (numba backend), both given the same
+  Lucene tokens (analysis is not timed on either side), top 10; one query per call, then one batch.
+* ``dense``: :class:`models.retrieval.dense_search.DenseIndex` vs a raw faiss ``IndexFlatIP`` forced onto
+  its BLAS path, ``--dense_batch`` queries per call, top 10.
+* ``hybrid``: :func:`models.retrieval.hybrid.fuse_runs` vs the same fusion written directly in numpy
+  (one matrix product, BM25 ``score_all``, z-scores, one top-k), top 1000.
+* ``encode``: our MiniLM :class:`~models.retrieval.encoders.TransformersEncoder` vs
+  ``SentenceTransformer.encode``, same documents and batch size.
+
+The MCTS's use of a generator server needs a running vLLM and is measured by
+``python -m benchmarks.mcts_throughput``. After the table comes a paper-scale extrapolation: the
+measured per-item costs times BRIGHT's corpus and query counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from benchmarks.retrieval_bench import pseudo_words, random_unit_vectors, word_salad
+from models.retrieval.bm25 import BM25Index
+from models.retrieval.corpus import Corpus, Example
+from models.retrieval.dense_search import DenseIndex
+from models.retrieval.hybrid import fuse_runs, zscore
+
+logger = logging.getLogger(__name__)
+
+COMPARISONS = ("bm25", "dense", "hybrid", "encode")
+# BRIGHT's 12 splits: documents and queries (dataset card), for the paper-scale extrapolation.
+BRIGHT_SIZES = {
+    "biology": (57_359, 103), "earth_science": (121_249, 116), "economics": (50_220, 103),
+    "psychology": (52_835, 101), "robotics": (61_961, 101), "stackoverflow": (107_081, 117),
+    "sustainable_living": (60_792, 108), "leetcode": (413_932, 142), "pony": (7_894, 112),
+    "aops": (188_002, 111), "theoremqa_questions": (188_002, 194), "theoremqa_theorems": (23_839, 76),
+}  # fmt: skip
+
+
+@dataclass
+class Row:
+    figure: str
+    ours_median_s: float
+    ours_min_s: float
+    anchor: str
+    anchor_median_s: float
+    anchor_min_s: float
+    items: int  # queries or documents per call
+
+    @property
+    def ratio(self) -> float:
+        return self.anchor_median_s / self.ours_median_s
+
+    def line(self) -> str:
+        ours, anchor = self.items / self.ours_median_s, self.items / self.anchor_median_s
+        return (
+            f"| {self.figure} | {ours:,.1f} (min {self.ours_min_s * 1e3:.2f} ms) | {self.anchor}: {anchor:,.1f} "
+            f"(min {self.anchor_min_s * 1e3:.2f} ms) | **{self.ratio:.2f}** |"
+        )
+
+
+def alternate(ours: Callable[[], object], anchor: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per call of each side, measured in alternation after one warm-up call each."""
+    ours()
+    anchor()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((ours, times[0]), (anchor, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return times
+
+
+def _row(figure: str, anchor: str, items: int, times: tuple[list[float], list[float]]) -> Row:
+    ours, theirs = times
+    return Row(figure, statistics.median(ours), min(ours), anchor, statistics.median(theirs), min(theirs), items)
+
+
+# ------------------------------------------------------------------------------------------------ bm25
+
+
+def compare_bm25(index: BM25Index, query_tokens: list[list[str]], repeats: int) -> list[Row]:
+    import bm25s
+
+    corpus_tokens = index.analyzer.analyze_batch(list(index.corpus.texts))
+    anchor = bm25s.BM25(method="lucene", k1=index.k1, b=index.b, backend="numba")
+    anchor.index(corpus_tokens, show_progress=False)
+    # Our idf differs from bm25s' "lucene" variant, so rankings are compared on the matched-term sets only.
+    ours_top = [[d for d, _ in hits] for hits in index.search_tokens(query_tokens, 10)]
+    theirs_docs, _ = anchor.retrieve(query_tokens, k=10, show_progress=False, n_threads=1)
+    overlap = np.mean([len(set(a) & {index.corpus.doc_ids[i] for i in b}) / 10 for a, b in zip(ours_top, theirs_docs)])
+    logger.info("bm25: top-10 overlap with bm25s %.2f (different idf variants)", overlap)
+    single = alternate(
+        lambda: [index.search_tokens([q], 10) for q in query_tokens],
+        lambda: [anchor.retrieve([q], k=10, show_progress=False, n_threads=1) for q in query_tokens],
+        repeats,
+    )
+    batch = alternate(
+        lambda: index.search_tokens(query_tokens, 10),
+        lambda: anchor.retrieve(query_tokens, k=10, show_progress=False, n_threads=-1),
+        repeats,
+    )
+    return [
+        _row("BM25 query, one per call (qps)", "bm25s numba", len(query_tokens), single),
+        _row("BM25 query, one batch (qps)", "bm25s numba, all threads", len(query_tokens), batch),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ dense
+
+
+def compare_dense(vectors: np.ndarray, queries: np.ndarray, repeats: int) -> list[Row]:
+    import faiss
+
+    ours = DenseIndex(vectors, [str(i) for i in range(len(vectors))], backend="faiss")
+    raw = faiss.IndexFlatIP(vectors.shape[1])
+    raw.add(vectors)
+
+    def anchor() -> tuple[np.ndarray, np.ndarray]:
+        faiss.cvar.distance_compute_blas_threshold = 1  # BLAS for every batch
+        return raw.search(queries, 10)
+
+    ids, _ = ours.search(queries, 10)
+    _, rows = anchor()
+    assert [list(map(int, r)) for r in ids] == rows.tolist(), "dense: top-10 differs from faiss"
+    return [_row(f"dense search {len(vectors):,}x{vectors.shape[1]}, batch {len(queries)} (qps)", "faiss IndexFlatIP + BLAS",
+                 len(queries), alternate(lambda: ours.search(queries, 10), anchor, repeats))]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ hybrid
+
+
+def numpy_hybrid(vectors: np.ndarray, index: BM25Index, queries: list[str], embs: np.ndarray, top_k: int) -> list[np.ndarray]:
+    """The anchor: the fusion written straight in numpy."""
+    dense = embs @ vectors.T
+    out = []
+    for q, row in zip(queries, dense, strict=True):
+        fused = 0.5 * zscore(row.astype(np.float64)) + 0.5 * zscore(index.score_all(q).astype(np.float64))
+        top = np.argpartition(-fused, top_k - 1)[:top_k]
+        out.append(top[np.lexsort((top, -fused[top]))])
+    return out
+
+
+def compare_hybrid(vectors: np.ndarray, index: BM25Index, queries: list[str], repeats: int) -> list[Row]:
+    rng = np.random.default_rng(1)
+    embs = random_unit_vectors(len(queries), vectors.shape[1], rng)
+    dense = DenseIndex(vectors, index.corpus.doc_ids, backend="faiss")
+    examples = [Example(f"q{i}", q, gold_ids=[]) for i, q in enumerate(queries)]
+    ours = fuse_runs(dense, index, examples, embs, 0.5, 1000)
+    theirs = numpy_hybrid(vectors, index, queries, embs, 1000)
+    same = np.mean([len(set(ours[f"q{i}"]) & {index.corpus.doc_ids[j] for j in t}) / 1000 for i, t in enumerate(theirs)])
+    assert same > 0.999, f"hybrid: top-1000 overlap {same}"
+    return [_row(f"hybrid BM25+dense, top 1000 ({len(queries)} queries)", "numpy fusion", len(queries),
+                 alternate(lambda: fuse_runs(dense, index, examples, embs, 0.5, 1000),
+                           lambda: numpy_hybrid(vectors, index, queries, embs, 1000), repeats))]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ encode
+
+
+def compare_encode(texts: list[str], repeats: int, batch_size: int) -> list[Row]:
+    from sentence_transformers import SentenceTransformer
+
+    from models.embedded.assets import minilm_path
+    from models.retrieval.encoders import EncoderConfig, build_encoder
+    from models.retrieval.text_formats import PLAIN
+
+    path = str(minilm_path())
+    ours = build_encoder(EncoderConfig(path, pooling="mean", text_format=PLAIN, batch_size=batch_size, device="cpu"))
+    anchor = SentenceTransformer(path, device="cpu")
+    a = ours.encode_documents(texts, show_progress=False)
+    b = anchor.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.9999, "encode: vectors differ from sentence-transformers"
+    return [_row(f"MiniLM encoding, {len(texts)} docs (docs/s)", "SentenceTransformer.encode", len(texts),
+                 alternate(lambda: ours.encode_documents(texts, show_progress=False),
+                           lambda: anchor.encode(texts, batch_size=batch_size, normalize_embeddings=True),
+                           repeats))]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def extrapolate(rows: dict[str, Row], docs: int) -> list[str]:
+    """Paper-scale time from the measured per-item costs (linear in corpus size for search)."""
+    lines = ["", "Paper scale (BRIGHT's 12 splits), from the per-item costs above:"]
+    total_docs = sum(n for n, _ in BRIGHT_SIZES.values())
+    if "bm25_single" in rows:
+        per_query_doc = rows["bm25_single"].ours_median_s / rows["bm25_single"].items / docs
+        seconds = sum(n * q * per_query_doc for n, q in BRIGHT_SIZES.values())
+        lines.append(f"- BM25, every BRIGHT query (scoring and top-k): {seconds:.1f} s")
+    if "hybrid" in rows:
+        per_query_doc = rows["hybrid"].ours_median_s / rows["hybrid"].items / docs
+        seconds = sum(n * q * per_query_doc for n, q in BRIGHT_SIZES.values())
+        lines.append(f"- hybrid fusion, every BRIGHT query, per alpha: {seconds:.1f} s")
+    if "encode" in rows:
+        rate = rows["encode"].items / rows["encode"].ours_median_s
+        lines.append(f"- MiniLM over all {total_docs:,} BRIGHT documents on this CPU: {total_docs / rate / 3600:.1f} h")
+    lines.append(f"- float32 embeddings of all BRIGHT corpora at 3,584-d (Qwen2.5-7B): {total_docs * 3584 * 4 / 1e9:.1f} GB")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
+    parser.add_argument("--docs", type=int, default=100_000, help="synthetic corpus size (BM25, dense, hybrid)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--dense_batch", type=int, default=64)
+    parser.add_argument("--hybrid_queries", type=int, default=8)
+    parser.add_argument("--encode_docs", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json_out", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rng = np.random.default_rng(args.seed)
+    vocabulary = pseudo_words(30_000, rng)
+    rows: dict[str, Row] = {}
+    index = None
+    if {"bm25", "hybrid"} & set(args.only):
+        texts = word_salad(vocabulary, args.docs, 120, rng)
+        index = BM25Index.build(Corpus("bench", [str(i) for i in range(args.docs)], texts))
+        lengths = rng.integers(5, 31, size=args.queries)
+        queries = [" ".join(word_salad(vocabulary, 1, int(n), rng, spread=0.0)) for n in lengths]
+    if "bm25" in args.only:
+        assert index is not None
+        query_tokens = index.analyzer.analyze_batch(queries)
+        single, batch = compare_bm25(index, query_tokens, args.repeats)
+        rows |= {"bm25_single": single, "bm25_batch": batch}
+    if {"dense", "hybrid"} & set(args.only):
+        vectors = random_unit_vectors(args.docs, args.dim, rng)
+    if "dense" in args.only:
+        rows["dense"] = compare_dense(vectors, random_unit_vectors(args.dense_batch, args.dim, rng), args.repeats)[0]
+    if "hybrid" in args.only:
+        assert index is not None
+        rows["hybrid"] = compare_hybrid(vectors, index, queries[: args.hybrid_queries], args.repeats)[0]
+    if "encode" in args.only:
+        docs = word_salad(pseudo_words(5_000, rng), args.encode_docs, 150, rng)
+        rows["encode"] = compare_encode(docs, args.repeats, batch_size=32)[0]
+    print("\n| figure | ours | anchor | ratio |\n|---|---|---|---|")
+    for row in rows.values():
+        print(row.line())
+    print("\n".join(extrapolate(rows, args.docs)))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as handle:
+            json.dump({k: {**asdict(v), "ratio": v.ratio} for k, v in rows.items()}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

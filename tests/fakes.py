@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -30,9 +31,9 @@ from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-FakeMode = Literal["ok", "stall", "error500", "rate_limit", "flaky", "bad_request"]
+FakeMode = Literal["ok", "stall", "error500", "rate_limit", "flaky", "bad_request", "truncated_flaky", "truncated"]
 BAD_REQUEST_MESSAGE = "This model's maximum context length is 8 tokens (fake)."
 
 
@@ -165,4 +166,7 @@ class FakeGeneratorServer:
         if self.mode == "bad_request":
             return _error(400, BAD_REQUEST_MESSAGE)
         await asyncio.sleep(self.delay_s)
+        if self.mode == "truncated" or (self.mode == "truncated_flaky" and attempt <= self.flaky_failures):
+            whole = json.dumps(_reply(path, body))  # a 200 whose body stops half-way
+            return Response(whole[: len(whole) // 2], status_code=200, media_type="application/json")
         return _reply(path, body)

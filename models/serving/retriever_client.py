@@ -92,11 +92,15 @@ class RetrieverClient:
                 last, status = f"{type(err).__name__}: {err}", None
             else:
                 if response.is_success:
-                    return response.json()
-                status = response.status_code
-                last = f"HTTP {status}: {response.text[:500]}"
-                if status < 500 and status != 429:
-                    raise RetrieverServiceError(f"{method} {url} rejected: {last}", url, attempt, status)
+                    try:
+                        return response.json()
+                    except ValueError as err:  # a truncated or garbled 2xx body: transient, like a 5xx
+                        last, status = f"malformed 2xx body ({err}): {response.text[:120]!r}", response.status_code
+                else:
+                    status = response.status_code
+                    last = f"HTTP {status}: {response.text[:500]}"
+                    if status < 500 and status != 429:
+                        raise RetrieverServiceError(f"{method} {url} rejected: {last}", url, attempt, status)
             if attempt <= self.max_retries:
                 logger.warning("%s %s failed (%s); retry %d/%d in %.1fs", method, url, last, attempt, self.max_retries, delay)
                 time.sleep(delay)

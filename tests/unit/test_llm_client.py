@@ -354,3 +354,18 @@ def test_chat_rejects_malformed_messages(start_fake, make_client) -> None:
         client.chat([])
     with pytest.raises(ValueError, match="'role' and 'content'"):
         client.chat([{"content": "no role"}])
+
+
+@pytest.mark.timeout(30)
+def test_truncated_200_bodies_are_retried_then_named(start_fake, make_client) -> None:
+    """A 200 whose JSON stops half-way is transient: retried, and after the cap the error names the body."""
+    flaky = start_fake("truncated_flaky")
+    done = make_client(flaky).chat(HELLO, SamplingParams(n=2, max_tokens=5))
+    assert flaky.attempts == 3 and done.texts == [f"reply {i} to: hello there" for i in range(2)]
+    broken = start_fake("truncated")
+    with pytest.raises(LLMServiceError) as caught:
+        make_client(broken).chat(HELLO)
+    assert broken.attempts == 3
+    message = str(caught.value)
+    assert broken.base_url in message and "fake-model" in message and "malformed 2xx body" in message
+    assert "'{\"id\": \"fake-1\"" in message  # the body's first bytes

@@ -13,6 +13,7 @@ Usage: built by :func:`models.llm.client.build_llm_client` for backends ``openai
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import openai
@@ -35,11 +36,21 @@ HOSTED_BACKENDS = ("openai", "azure")
 
 
 class MalformedResponseError(Exception):
-    """The server answered 200 with something that breaks the API contract (not retried)."""
+    """The server answered 2xx with something that breaks the API contract (retried like a 5xx)."""
+
+
+_BODY_PREVIEW_CHARS = 120
 
 
 def classify_openai_error(err: Exception) -> AttemptFailure | None:
-    """Timeouts, connection errors, HTTP 429 and 5xx are transient; other API errors are final."""
+    """Timeouts, connection errors, HTTP 429 and 5xx and malformed 2xx bodies are transient; other API
+    errors are final. A truncated body (an overloaded proxy, a server killed mid-reply) shows up as a JSON
+    decoding error, named with the body's first bytes."""
+    if isinstance(err, json.JSONDecodeError):
+        preview = err.doc[:_BODY_PREVIEW_CHARS]
+        return AttemptFailure(transient=True, detail=f"malformed 2xx body ({err.msg} at char {err.pos}): {preview!r}")
+    if isinstance(err, openai.APIResponseValidationError):
+        return AttemptFailure(transient=True, detail=f"2xx body does not match the API schema: {err.message}")
     if isinstance(err, openai.APITimeoutError):
         return AttemptFailure(transient=True, detail="request timed out")
     if isinstance(err, openai.APIConnectionError):
@@ -50,7 +61,7 @@ def classify_openai_error(err: Exception) -> AttemptFailure | None:
     if isinstance(err, openai.APIError):
         return AttemptFailure(transient=False, detail=f"{type(err).__name__}: {err.message}")
     if isinstance(err, MalformedResponseError):
-        return AttemptFailure(transient=False, detail=f"malformed response: {err}")
+        return AttemptFailure(transient=True, detail=f"malformed response: {err}")
     return None
 
 

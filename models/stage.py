@@ -37,7 +37,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -328,6 +330,10 @@ def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_stage(body: Callable[[], int | None], *, name: str, debug: bool = False) -> int:
     """Run a stage's body and map what ends it to the project's exit codes.
 
@@ -336,6 +342,8 @@ def run_stage(body: Callable[[], int | None], *, name: str, debug: bool = False)
     input errors) or 1 (connection failures). Ctrl-C exits 130. Anything else is a bug and propagates.
     """
     log = logging.getLogger(f"run_src.{name}")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM (a scheduler's kill) winds down like Ctrl-C
     try:
         code = body()
     except KeyboardInterrupt:

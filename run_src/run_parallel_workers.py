@@ -74,6 +74,7 @@ API_BACKENDS = {
 }
 RETRIEVER_NAMES = {"repllama": "Repllama", "RaDeR": "RaDeR", "rader": "RaDeR"}
 EXIT_SOME_FAILED = EXIT_PARTIAL
+DEFAULT_GRACE_S = 10.0  # after Ctrl-C/SIGTERM: how long searches in flight may finish and be written
 STAGE = "run_parallel_workers"
 # Recorded in args.json, never compared on a rerun: concurrency, endpoints, logging, where the problems are
 # read from (their content is compared through the problem-set fingerprint), which of them this call searches
@@ -82,7 +83,7 @@ INFORMATIONAL = frozenset({
     "num_workers", "num_cpu", "max_concurrency", "request_timeout", "max_retries", "generator_urls",
     "retriever_url", "bm25_url", "verbose", "note", "run_name", "run_outputs_root", "data_root", "data_file",
     "test_json_filename", "problem_ids", "start_idx", "end_idx", "shard", "disable_a3", "disable_a4", "disable_a5",
-    "bool_goldanswer_reward", "grading_workers",
+    "bool_goldanswer_reward", "grading_workers", "interrupt_grace_s",
 })  # fmt: skip
 UNPARSABLE_VERDICTS = ("negative", "skip")
 
@@ -129,6 +130,10 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         choices=PROMPT_SHAPES,
         default="single_user",
         help="single_user: one user message with the few-shot block (the spec); chat_turns: few-shot chat turns",
+    )
+    gen.add_argument(
+        "--interrupt_grace_s", type=float, default=DEFAULT_GRACE_S,
+        help="after Ctrl-C/SIGTERM no new problem starts; searches in flight get this long to finish and be saved",
     )
     gen.add_argument(
         "--grading_workers",
@@ -494,8 +499,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "prompt_versions": prompts.versions(),
         "prompt_shape": args.prompt_shape,
     }
+    interrupted = False
     try:
-        failed, seconds = run_problems(pending, resources, search, run, concurrency, provenance)
+        failed, seconds = run_problems(pending, resources, search, run, concurrency, provenance, args.interrupt_grace_s)
+    except KeyboardInterrupt:
+        failed, seconds, interrupted = [], [], True
     finally:
         checker.close()
     done = run.finished_ids()
@@ -503,6 +511,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     summary = {
         "selected": len(problems),
         "finished": sum(problem.source_id in done for problem in problems),
+        "interrupted": interrupted,
         "failed": sorted(failed),
         "generator_usage": [client.usage.as_dict() for client in clients],
         "search_seconds": {"problems": len(seconds), "total": round(sum(seconds), 1),
@@ -520,6 +529,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         len(failed),
         run.root / "errors",
     )
+    if interrupted:
+        raise KeyboardInterrupt  # run_stage: exit 130
     return EXIT_SOME_FAILED if failed else 0
 
 
@@ -530,6 +541,7 @@ def run_problems(
     run: RunDirectory,
     concurrency: int,
     provenance: dict[str, Any],
+    grace_s: float = DEFAULT_GRACE_S,
 ) -> tuple[list[int], list[float]]:
     """Search ``problems`` ``concurrency`` at a time; returns the indices that failed (each logged with its
     traceback) and the search seconds of those that did not."""
@@ -559,11 +571,43 @@ def run_problems(
                 bar.update(1)
                 bar.set_postfix(failed=len(failed), rate=f"{bar.n / max(time.monotonic() - started, 1e-9):.3f}/s")
     except KeyboardInterrupt:
-        logger.warning("interrupted: finished problems are saved; rerun with the same --run_name to resume")
-        pool.shutdown(wait=False, cancel_futures=True)
+        _wind_down(pool, futures, run, resources, seconds, grace_s)
         raise
     pool.shutdown(wait=True)
     return failed, seconds
+
+
+def _wind_down(
+    pool: concurrent.futures.ThreadPoolExecutor,
+    futures: dict[concurrent.futures.Future[ProblemOutputs], Problem],
+    run: RunDirectory,
+    resources: Sequence[ActionResources],
+    seconds: list[float],
+    grace_s: float,
+) -> None:
+    """After SIGINT/SIGTERM: start no new problem, give the searches in flight ``grace_s`` to finish and
+    write their outputs, then stop every request (a second interrupt skips the wait)."""
+    for future in futures:
+        future.cancel()  # queued problems never start
+    running = [f for f in futures if not f.cancelled() and not f.done()]
+    logger.warning("interrupted: no new problems; %d searches in flight get %.0f s to finish", len(running), grace_s)
+    saved = 0
+    try:
+        for future in concurrent.futures.as_completed(running, timeout=grace_s):
+            if future.exception() is None:
+                outputs = future.result()
+                write_problem_outputs(run, outputs)
+                seconds.append(outputs.seconds)
+                saved += 1
+    except (concurrent.futures.TimeoutError, KeyboardInterrupt):
+        pass
+    for client in {id(r.llm): r.llm for r in resources}.values():
+        client.stop_requests(cancel_in_flight=True)
+    pool.shutdown(wait=True)  # the cut-off searches fail at their next request; nothing of theirs is written
+    logger.warning(
+        "stopped: %d searches finished during the grace period, %d cut off; rerun with the same --run_name to "
+        "resume", saved, len(running) - saved,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ class ServeConfig:
     max_k: int
     max_query_chars: int
     max_batch: int
+    max_request_chars: int
+    max_body_bytes: int
+    max_header_bytes: int
+    enable_docs: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_k", type=int, default=1000)
     parser.add_argument("--max_query_chars", type=int, default=50_000)
     parser.add_argument("--max_batch", type=int, default=256)
+    parser.add_argument(
+        "--max_request_chars", type=int, default=int(os.environ.get("RETRIEVER_MAX_REQUEST_CHARS") or 1_000_000),
+        help="characters of all queries of one request together (default $RETRIEVER_MAX_REQUEST_CHARS or 1e6)",
+    )
+    parser.add_argument(
+        "--max_body_bytes", type=int, default=int(os.environ.get("RETRIEVER_MAX_BODY_BYTES") or 4_000_000),
+        help="largest request body (default $RETRIEVER_MAX_BODY_BYTES or 4e6)",
+    )
+    parser.add_argument(
+        "--max_header_bytes", type=int, default=int(os.environ.get("RETRIEVER_MAX_HEADER_BYTES") or 65_536),
+        help="largest request head (default $RETRIEVER_MAX_HEADER_BYTES or 65536)",
+    )
+    parser.add_argument("--enable_docs", action="store_true", help="serve /docs and /openapi.json")
     add_encoder_arguments(parser, title="dense encoder (--retriever dense)")
     return parser
 
@@ -88,10 +106,26 @@ def parse_config(argv: list[str] | None) -> ServeConfig:
             parser.error(problem)
     elif encoder != EncoderFlags():
         parser.error("--retriever bm25 takes no dense-encoder flags (--model_path, --pooling, ...)")
+    if not _is_loopback(args.host) and not os.environ.get("RETRIEVER_API_KEY"):
+        parser.error(
+            f"--host {args.host} is not a loopback address: set RETRIEVER_API_KEY (clients then send "
+            "'Authorization: Bearer <key>'), or bind 127.0.0.1"
+        )
     values: dict[str, Any] = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if f.name != "encoder"
     }
     return ServeConfig(encoder=encoder, **values)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_retriever(config: ServeConfig, on_progress: Any = None) -> Any:
@@ -149,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from models.serving.retriever_app import ServerLimits, create_app
 
-        limits = ServerLimits(config.max_k, config.max_query_chars, config.max_batch)
+        limits = ServerLimits(
+            config.max_k, config.max_query_chars, config.max_batch, config.max_request_chars, config.max_body_bytes,
+            api_key=os.environ.get("RETRIEVER_API_KEY") or None, enable_docs=config.enable_docs,
+        )  # fmt: skip
         if config.retriever == "bm25":
             app: Any = create_app(build_retriever(config), limits)
         else:
@@ -167,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("no stage-1 cache: encoding the corpus into %s (--encode_missing)", directory)
                 app = DeferredApp(config.retriever)
                 threading.Thread(target=_build_into, args=(app, config, limits), daemon=True).start()
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.run(
+            app, host=config.host, port=config.port, log_level="warning",
+            http="h11", h11_max_incomplete_event_size=config.max_header_bytes,  # bounds the request head
+        )  # fmt: skip
 
     return run_stage(body, name=STAGE)
 

@@ -52,14 +52,24 @@ stage_setup() {
 # A server that answers 503 with "status": "loading" (a retriever encoding its corpus) and whose answer
 # changed since the last poll is making progress: each change restarts the TIMEOUT_S budget, so a long
 # encode is waited for and a stalled one is not.
+# With INSTANCE set, a 2xx counts only if its body carries "instance": "INSTANCE" (the id up.sh gave the
+# server it started), so another process answering on the port is never taken for ours.
 wait_for_health() {
-  local url="$1" timeout_s="$2" pid="${3:-}" deadline reply code body last="" reported=0
+  local url="$1" timeout_s="$2" pid="${3:-}" instance="${4:-}" deadline reply code body last="" reported=0
+  local auth=()
+  if [ -n "${RETRIEVER_API_KEY:-}" ]; then auth=(-H "Authorization: Bearer $RETRIEVER_API_KEY"); fi
   deadline=$(( $(date +%s) + timeout_s ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    reply="$(curl -sS -o - -w '\n%{http_code}' --max-time 5 "$url" 2>/dev/null || true)"
+    reply="$(curl -sS "${auth[@]}" -o - -w '\n%{http_code}' --max-time 5 "$url" 2>/dev/null || true)"
     code="${reply##*$'\n'}"
     body="${reply%$'\n'*}"
-    if [ "${code:0:1}" = 2 ]; then return 0; fi
+    if [ "${code:0:1}" = 2 ]; then
+      if [ -z "$instance" ] || [[ "$body" == *"\"instance\":\"$instance\""* || "$body" == *"\"instance\": \"$instance\""* ]]; then
+        return 0
+      fi
+      echo "$url answers, but not as the server started here (instance $instance): another process owns the port" >&2
+      return 3
+    fi
     if [ "$code" = 503 ] && [[ "$body" == *'"status": "loading"'* || "$body" == *'"status":"loading"'* ]] \
         && [ "$body" != "$last" ]; then
       last="$body"
@@ -74,6 +84,19 @@ wait_for_health() {
   done
   echo "timed out after ${timeout_s}s waiting for $url" >&2
   return 1
+}
+
+# port_owner HOST PORT: prints "taken" plus the listening pid/command where ss or lsof can tell, and
+# succeeds when something already accepts connections on HOST:PORT.
+port_owner() {
+  local host="$1" port="$2" owner=""
+  (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null || return 1
+  if command -v ss >/dev/null 2>&1; then
+    owner="$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1)"
+  elif command -v lsof >/dev/null 2>&1; then
+    owner="pid=$(lsof -t -iTCP:"$port" -sTCP:LISTEN 2>/dev/null | head -n 1)"
+  fi
+  echo "${owner:-owner unknown}"
 }
 
 # True when a CUDA device is usable by the project's torch.

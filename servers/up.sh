@@ -43,7 +43,7 @@ cleanup_started() {
 }
 trap 'echo "interrupted: stopping servers started here" >&2; cleanup_started; exit 130' INT TERM
 
-names=(); pids=(); urls=()
+names=(); pids=(); urls=(); instances=()
 for spec in "${specs[@]}"; do
   name="${spec%%=*}"
   IFS=',' read -r -a args <<< "$( [ "$spec" = "$name" ] && echo "" || echo "${spec#*=}")"
@@ -55,26 +55,33 @@ for spec in "${specs[@]}"; do
   url="http://$host:$port/health"
   pid_file="$run_dir/$name.pid"
   if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
-    if curl -fsS -o /dev/null --max-time 5 "$url"; then
+    if wait_for_health "$url" 5 "$(cat "$pid_file")" 2>/dev/null; then
       echo "[up] $name already running (pid $(cat "$pid_file")) and healthy at $url" >&2
       continue
     fi
     echo "[up] $name has a live pid $(cat "$pid_file") but $url is not healthy; stop it with servers/down.sh $name" >&2
     cleanup_started; exit 1
   fi
+  if owner="$(port_owner "$host" "$port")"; then
+    echo "[up] cannot start $name: port $port on $host is already taken ($owner); stop that process or pick another port ($name=...,PORT)" >&2
+    cleanup_started; exit 1
+  fi
   log_file="$run_dir/$name.log"
   echo "[up] starting $name: servers/${name}_server.sh ${args[*]} (log: $log_file)" >&2
+  # Retriever servers report this id on /health, so up.sh knows the answer comes from the process it started.
+  instance="$name-$$-$RANDOM$RANDOM"
+  case "$name" in generator|embedding) instance_check="" ;; *) instance_check="$instance" ;; esac
   # setsid: the server gets its own process group, so down.sh stops it with all its children.
-  setsid bash "$SERVERS_DIR/${name}_server.sh" "${args[@]}" > "$log_file" 2>&1 < /dev/null &
+  SERVER_INSTANCE_ID="$instance" setsid bash "$SERVERS_DIR/${name}_server.sh" "${args[@]}" > "$log_file" 2>&1 < /dev/null &
   pid=$!
   echo "$pid" > "$pid_file"
   echo "$url" > "$run_dir/$name.url"
-  started+=("$name"); names+=("$name"); pids+=("$pid"); urls+=("$url")
+  started+=("$name"); names+=("$name"); pids+=("$pid"); urls+=("$url"); instances+=("$instance_check")
 done
 
 for i in "${!names[@]}"; do
   start=$(date +%s)
-  if ! wait_for_health "${urls[$i]}" "$timeout_s" "${pids[$i]}"; then
+  if ! wait_for_health "${urls[$i]}" "$timeout_s" "${pids[$i]}" "${instances[$i]}"; then
     echo "[up] ${names[$i]} failed to become healthy; last lines of its log:" >&2
     tail -n 40 "$run_dir/${names[$i]}.log" >&2 || true
     cleanup_started

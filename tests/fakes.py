@@ -33,7 +33,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-FakeMode = Literal["ok", "stall", "error500", "rate_limit", "flaky", "bad_request", "truncated_flaky", "truncated"]
+FakeMode = Literal["ok", "stall", "error500", "rate_limit", "flaky", "bad_request", "truncated_flaky", "truncated", "chaos"]
 BAD_REQUEST_MESSAGE = "This model's maximum context length is 8 tokens (fake)."
 
 
@@ -154,6 +154,18 @@ class FakeGeneratorServer:
         return app
 
     async def _respond(self, path: str, body: dict[str, Any], attempt: int, request: Request) -> Any:
+        if self.mode == "chaos":  # of every 20 requests: two 500s, one hang, one truncated 200 (10/5/5 %)
+            fault = attempt % 20
+            if fault in (3, 11):
+                return _error(500, f"fake internal error on attempt {attempt}")
+            if fault == 7:
+                while not await request.is_disconnected():
+                    await asyncio.sleep(0.02)
+                return _error(504, "fake hang ended")
+            if fault == 15:
+                whole = json.dumps(_reply(path, body))
+                return Response(whole[: len(whole) // 2], status_code=200, media_type="application/json")
+            return _reply(path, body)
         if self.mode == "stall":
             deadline = time.monotonic() + self.stall_s
             while time.monotonic() < deadline and not await request.is_disconnected():

@@ -131,6 +131,10 @@ class UsageCounter:
             return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
+class RequestsStopped(RuntimeError):
+    """The client was told to stop sending (an interrupted run); the request was never sent."""
+
+
 class LLMServiceError(RuntimeError):
     """An LLM request failed for good: retries are spent, or the server rejected the request.
 
@@ -257,6 +261,8 @@ class LLMClient(abc.ABC):
         self.usage = UsageCounter()
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._runner = LoopThread(name=f"llm-client-{config.backend}")
+        self._stopped = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     @abc.abstractmethod
     async def _chat(self, messages: list[Message], params: SamplingParams) -> Completion:
@@ -337,17 +343,32 @@ class LLMClient(abc.ABC):
         self.check_params(params)
         return params
 
+    def stop_requests(self, cancel_in_flight: bool = False) -> None:
+        """Refuse every later request with :class:`RequestsStopped` (an interrupted run must stop talking
+        to the server at once); with ``cancel_in_flight`` also cancel the requests being sent now."""
+        self._stopped = True
+        if cancel_in_flight and not self._runner.closed:
+            for task in list(self._in_flight):
+                self._runner.loop.call_soon_threadsafe(task.cancel)
+
     async def _bounded(
         self, send: Callable[[T, SamplingParams], Awaitable[Completion]], request: T, params: SamplingParams
     ) -> Completion:
         """Send one request within the concurrency bound and count it."""
+        task = asyncio.current_task()
         async with self._semaphore:
+            if self._stopped:
+                raise RequestsStopped(f"requests to {self.config.base_url or self.config.backend} were stopped")
             self.usage.record_request()
+            if task is not None:
+                self._in_flight.add(task)
             try:
                 completion = await send(request, params)
             except Exception:
                 self.usage.record_failure()
                 raise
+            finally:
+                self._in_flight.discard(task)  # type: ignore[arg-type]
         self.usage.record_completion(completion)
         return completion
 

@@ -31,7 +31,10 @@ class DeferredApp:
         self.name = name
         self._app: Any = None
         self._lock = threading.Lock()
-        self._state: dict[str, Any] = {"status": "loading", "retriever": name, "done": 0, "total": 0}
+        self._state: dict[str, Any] = {
+            "status": "loading", "retriever": name, "done": 0, "total": 0,
+            "instance": os.environ.get("SERVER_INSTANCE_ID", ""),
+        }  # fmt: skip
 
     def progress(self, done: int, total: int) -> None:
         with self._lock:

@@ -33,9 +33,12 @@ class LegacySearchResponse(BaseModel):
 
 
 class BatchSearchRequest(BaseModel):
-    """``POST /search`` body. ``excluded_ids`` (one list per query, or one list for all) are never returned."""
+    """``POST /search`` body. ``excluded_ids`` (one list per query, or one list for all) are never returned.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict types: ``k`` must be a JSON integer (not ``"3"``, ``3.0`` or ``true``), ``include_texts`` a boolean.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     queries: list[str] = Field(min_length=1)
     k: int = 10
     include_texts: bool = True
@@ -52,3 +55,4 @@ class HealthResponse(BaseModel):
     corpus: str
     n_docs: int
     details: dict[str, object]
+    instance: str = ""  # the id servers/up.sh gave this process ($SERVER_INSTANCE_ID), so it knows its own server

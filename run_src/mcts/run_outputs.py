@@ -22,7 +22,10 @@ and a rerun simply skips problems whose answer sheet exists (recognised by the d
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,10 @@ from typing import Any
 from models.io_utils import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from run_src.mcts.trace import json_safe
 
+logger = logging.getLogger(__name__)
+
 ANSWER_SHEET_RE = re.compile(r"^Question (\d+) - Answer\.json$")
+STALE_TMP_AGE_S = 600.0  # a temporary file this old belongs to no live atomic write
 def index_width(total_items: int) -> int:
     """Zero-padding width for problem indices: at least 4, enough for the largest index."""
     return max(4, len(str(max(total_items - 1, 0))))
@@ -77,6 +83,18 @@ class RunDirectory:
     def create(self) -> None:
         for sub in ("answer_sheets", "trees", "hard_negatives", "retriever_scores", "errors"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self, older_than_s: float = STALE_TMP_AGE_S) -> list[Path]:
+        """Delete the ``.<name>.tmp`` files a killed run left behind (an atomic write lasts milliseconds, so
+        one older than ``older_than_s`` belongs to no live writer, even with shards sharing the directory)."""
+        cutoff = time.time() - older_than_s
+        removed = [p for p in self.root.rglob(".*.tmp") if p.is_file() and p.stat().st_mtime < cutoff]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        if removed:
+            logger.warning("removed %d stale temporary files of a killed run, e.g. %s", len(removed), removed[0])
+        return removed
 
     def finished_ids(self) -> set[str]:
         """Dataset ids of the problems whose answer sheet exists (a torn file cannot exist: writes are atomic).
@@ -92,8 +110,16 @@ class RunDirectory:
                 try:
                     found.add(str(json.loads(path.read_text(encoding="utf-8"))["source_id"]))
                 except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"answer sheet {path} is unreadable ({err}); move it aside to search again") from err
+                    self._move_aside(path, err)
         return found
+
+    def _move_aside(self, path: Path, err: Exception) -> Path:
+        """A damaged answer sheet (disk full, hand edit) is kept for inspection and its problem searched again."""
+        target = self.root / "corrupt" / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        logger.error("answer sheet %s is unreadable (%s): moved to %s; its problem is searched again", path, err, target)
+        return target
 
 
     def answer_sheet_records(self) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ def _command(generator: RunningServer, bm25_url: str, out: Path) -> list[str]:
         "--max_tokens", "96", "--ost_max_tokens", "48", "--qg_max_tokens", "160",
         "--summary_max_tokens", "48", "--reflection_max_tokens", "40",
         "--num_workers", "1", "--run_outputs_root", str(out), "--run_name", "killed-and-resumed",
+        "--prompt_shape", "chat_turns",  # SmolLM2-135M follows the few-shot format only as chat turns
     ]  # fmt: skip
 
 

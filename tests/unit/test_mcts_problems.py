@@ -13,6 +13,8 @@ MATH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "math" / "
 
 
 def test_math_file_gold_answers_come_from_the_last_box() -> None:
+    if not MATH_FILE.is_file():
+        pytest.skip(f"shared MATH data not found at {MATH_FILE}")
     problems = load_problems("MATH", data_file=str(MATH_FILE))
     assert problems.total_items == 1000
     assert len(problems.problems) + sum(problems.skipped.values()) == 1000

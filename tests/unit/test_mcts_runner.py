@@ -8,6 +8,8 @@ real-model integration test cannot force: determinism under concurrency, resume,
 from __future__ import annotations
 
 import json
+import time
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,23 @@ def test_garbage_generator_run_is_well_formed_deterministic_and_resumable(tmp_pa
     # Free-text query mode: every QG reply is a query, so retrieval really ran.
     calls = [line for path in (one / "retriever_scores").glob("*.jsonl") for line in path.read_text().splitlines()]
     assert calls
+
+
+def test_a_corrupt_answer_sheet_is_moved_aside_and_searched_again(tmp_path: Path, bm25_url: str) -> None:
+    with FakeGeneratorServer("ok") as generator:
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "run", 2)) == 0
+        run = _run_dir(tmp_path, "run")
+        sheet = run / "answer_sheets" / "Question 0001 - Answer.json"
+        good = sheet.read_bytes()
+        sheet.write_bytes(good[: len(good) // 2])  # e.g. a disk that filled up mid-copy
+        stale = run / "trees" / ".0003.json.abc.tmp"
+        stale.write_text("{")
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
+        assert main(_argv(tmp_path, generator.base_url, bm25_url, "run", 2)) == 0
+    assert sheet.read_bytes() == good  # searched again, to the same bytes (seeds per problem)
+    (moved,) = (run / "corrupt").iterdir()
+    assert moved.name.startswith("Question 0001 - Answer.json.") and moved.read_bytes() == good[: len(good) // 2]
+    assert not stale.exists()
 
 
 def test_failures_are_isolated_recorded_and_retried_on_rerun(tmp_path: Path, bm25_url: str) -> None:
@@ -238,3 +257,54 @@ def test_inspect_run_draws_a_tree_and_its_counts_match_the_records(tmp_path: Pat
     assert inspect_run.main([str(run), "--problem", source_id, "--output_dir", str(tmp_path / "one")]) == 0
     assert json.loads((tmp_path / "one" / "inspect.json").read_text())["problem_index"] == 1
     assert inspect_run.main([str(run), "--problem", "nope", "--output_dir", str(tmp_path / "two")]) != 0
+
+
+def test_sigint_stops_new_requests_keeps_finished_problems_and_exits_130(tmp_path: Path, bm25_url: str) -> None:
+    """Each request takes 0.15 s, so 12 problems at 2 searches in flight run long enough to interrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    with FakeGeneratorServer("ok", delay_s=0.15) as generator:
+        argv = _argv(tmp_path, generator.base_url, bm25_url, "interrupted", 2, "--interrupt_grace_s", "2")
+        argv[argv.index("--end_idx") + 1] = "12"
+        process = subprocess.Popen([sys.executable, "-m", "run_src.run_parallel_workers", *argv],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        sheets = _run_dir(tmp_path, "interrupted") / "answer_sheets"
+        deadline = time.monotonic() + 120
+        while not (sheets.is_dir() and list(sheets.glob("*Answer.json"))):
+            assert process.poll() is None and time.monotonic() < deadline, "no problem finished"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr[-3000:]
+        assert time.monotonic() - sent < 2 + 5
+        after_exit = generator.attempts
+        time.sleep(1)
+        assert generator.attempts == after_exit  # nothing is sent after the process ended
+    summary = json.loads((_run_dir(tmp_path, "interrupted") / "run_summary.json").read_text())
+    finished = sorted(sheets.glob("*Answer.json"))
+    assert summary["interrupted"] is True and summary["finished"] == len(finished) and 1 <= len(finished) < 12
+    assert "searches in flight get 2 s to finish" in stderr
+    for path in finished:  # every sheet on disk is whole
+        assert json.loads(path.read_text())["source_id"]
+
+
+def test_a_faulty_generator_costs_retries_not_problems_or_bytes(tmp_path: Path, bm25_url: str) -> None:
+    """10 % 500s, 5 % hangs and 5 % truncated 200s: one pass finishes every problem, byte-identical."""
+    with FakeGeneratorServer("ok") as clean:
+        assert main(_argv(tmp_path, clean.base_url, bm25_url, "clean", 4)) == 0
+    with FakeGeneratorServer("chaos") as chaos:
+        argv = _argv(tmp_path, chaos.base_url, bm25_url, "chaos", 4, "--request_timeout", "1")
+        argv[argv.index("--max_retries") + 1] = "6"
+        assert main(argv) == 0
+        assert chaos.attempts > clean.attempts
+    a, b = _run_dir(tmp_path, "clean"), _run_dir(tmp_path, "chaos")
+    summary = json.loads((b / "run_summary.json").read_text())
+    assert summary["failed"] == [] and summary["finished"] == 4
+    assert summary["generator_usage"][0]["retries"] > 0
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file() and p.parent != a)
+    assert names and names == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file() and p.parent != b)
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -91,8 +91,34 @@ def test_a_server_still_encoding_reports_progress_then_serves(champ_mirror: Path
         deferred.progress(300, 1000)
         health = client.get("/health")
         assert health.status_code == 503 and health.json() == {"status": "loading", "retriever": "rader", "done": 300,
-                                                                "total": 1000}  # fmt: skip
+                                                                "total": 1000, "instance": ""}  # fmt: skip
         assert client.get("/search", params={"query": "primes"}).status_code == 503
         deferred.ready(create_app(BM25Retriever.from_corpus(load_corpus(champ_mirror, "champ")), LIMITS))
         assert client.get("/health").status_code == 200
         assert client.get("/search", params={"query": "prime numbers", "k": 2}).json()["doc_ids"]
+
+
+def test_api_key_is_required_on_every_endpoint_when_set(champ_mirror: Path) -> None:
+    corpus = load_corpus(champ_mirror, "champ")
+    app = create_app(BM25Retriever.from_corpus(corpus), ServerLimits(api_key="s3cret"))
+    with TestClient(app) as http:
+        for method, path in (("GET", "/health"), ("GET", "/search?query=primes&k=2"), ("POST", "/search")):
+            assert http.request(method, path, json={"queries": ["primes"]}).status_code == 401, path
+            wrong = http.request(method, path, json={"queries": ["primes"]}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, path
+        ok = http.get("/search", params={"query": "primes", "k": 2}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and len(ok.json()["doc_ids"]) == 2
+
+
+def test_a_non_loopback_bind_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from run_src import serve_retriever
+
+    monkeypatch.delenv("RETRIEVER_API_KEY", raising=False)
+    argv = ["--retriever", "bm25", "--split", "champ", "--port", "9", "--host", "0.0.0.0"]
+    with pytest.raises(SystemExit):
+        serve_retriever.parse_config(argv)
+    assert "RETRIEVER_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("RETRIEVER_API_KEY", "s3cret")
+    assert serve_retriever.parse_config(argv).host == "0.0.0.0"
+    monkeypatch.delenv("RETRIEVER_API_KEY")
+    assert serve_retriever.parse_config([*argv[:-1], "127.0.0.1"]).host == "127.0.0.1"

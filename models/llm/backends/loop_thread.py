@@ -34,6 +34,10 @@ class LoopThread:
         self._stop_lock = threading.Lock()
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
     def closed(self) -> bool:
         return self._loop.is_closed()
 

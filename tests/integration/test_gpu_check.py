@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from run_src.gpu_check import STEPS, _unknown_flags, retriever_argv
+from run_src.gpu_check import STEPS, unknown_flags, retriever_argv
 from tests.conftest import REPO_ROOT
 
 
@@ -20,7 +20,7 @@ def test_dry_run_resolves_every_step(tmp_path: Path) -> None:
 
 def test_a_renamed_flag_fails_the_dry_run(tmp_path: Path) -> None:
     argv = [*retriever_argv(tmp_path, tmp_path, tmp_path, 1), "--no_such_flag"]
-    assert _unknown_flags("run_src.train_retriever", argv) == ["run_src.train_retriever does not know --no_such_flag"]
+    assert unknown_flags("run_src.train_retriever", argv) == ["run_src.train_retriever does not know --no_such_flag"]
 
 
 def test_without_a_gpu_the_env_step_fails(tmp_path: Path) -> None:

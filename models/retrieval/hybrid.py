@@ -27,13 +27,22 @@ _HYBRID_QUERY_CHUNK = 8  # queries per full-corpus dense search (bounds memory o
 
 def zscore(scores: np.ndarray) -> np.ndarray:
     """z-scores over the finite entries (population std); NaN stays NaN; a constant list maps to 0."""
-    out = np.full(scores.shape, np.nan, dtype=np.float64)
+    return _zscore(scores)[0]
+
+
+def _zscore(scores: np.ndarray) -> tuple[np.ndarray, bool]:
+    """:func:`zscore` and whether the list was constant (one pass; no copy when every entry is finite)."""
     mask = np.isfinite(scores)
+    if mask.all():
+        values = scores.astype(np.float64, copy=False)
+        std = values.std() if values.size else 0.0
+        return ((values - values.mean()) / std if std > 0 else np.zeros(values.shape)), not std > 0
+    out = np.full(scores.shape, np.nan, dtype=np.float64)
     values = scores[mask].astype(np.float64)
+    std = values.std() if values.size else 0.0
     if values.size:
-        std = values.std()
         out[mask] = (values - values.mean()) / std if std > 0 else 0.0
-    return out
+    return out, not std > 0
 
 
 def fuse_scores(dense: np.ndarray, bm25: np.ndarray, alpha: float) -> np.ndarray:
@@ -84,8 +93,10 @@ def fuse_runs(
             dense_scores = dense_scores32.astype(np.float64)
             bm25_scores = bm25.score_all(example.query).astype(np.float64)
             bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
-            constant += int(np.nanstd(bm25_scores) == 0) + int(np.nanstd(dense_scores) == 0)
-            fused = fuse_scores(dense_scores, bm25_scores, alpha)
+            z_dense, dense_constant = _zscore(dense_scores)
+            z_bm25, bm25_constant = _zscore(bm25_scores)
+            constant += int(dense_constant) + int(bm25_constant)
+            fused = alpha * z_dense + (1.0 - alpha) * z_bm25  # fuse_scores, with the z-scores at hand
             best = top_k_stable(fused, top_k)
             run[example.query_id] = dict(zip(doc_ids[best].tolist(), fused[best].tolist(), strict=True))
     if constant:

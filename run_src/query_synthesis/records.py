@@ -108,6 +108,15 @@ class QueryRecord:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        for name in ("query_id", "query_type", "status", "query", "positive_id", "source", "dedup_key"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"record {self.query_id!r}: {name} must be a string, got {getattr(self, name)!r}")
+        for name in ("negative_ids", "relevant_ids", "node_ids", "bm25_ids", "dense_ids"):
+            value = getattr(self, name)
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"record {self.query_id!r}: {name} must be a list of ids (strings), got {value!r}")
+        if self.bm25_rank is not None and (isinstance(self.bm25_rank, bool) or not isinstance(self.bm25_rank, int)):
+            raise ValueError(f"record {self.query_id!r}: bm25_rank must be an integer or null, got {self.bm25_rank!r}")
         if self.query_type not in QUERY_TYPES:
             raise ValueError(f"record {self.query_id!r}: unknown query_type {self.query_type!r}")
         if self.status not in STATUSES:

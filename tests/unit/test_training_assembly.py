@@ -172,3 +172,15 @@ def test_records_round_trip_and_reject_unknown_fields(tmp_path: Path) -> None:
         QueryRecord.from_dict(data)
     with pytest.raises(ValueError, match="unknown status"):
         record("x", "llmq", "q", "t1", status="weird")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("negative_ids", "t2"), ("negative_ids", [2]), ("relevant_ids", None), ("query", 3), ("bm25_rank", "1"),
+     ("bm25_rank", True), ("positive_id", ["t1"])],
+)  # fmt: skip
+def test_records_with_the_wrong_types_are_refused_naming_the_field(field: str, value: object) -> None:
+    """A string where a list of ids belongs would otherwise be read as characters and silently dropped."""
+    data = records()[0].to_dict() | {field: value}
+    with pytest.raises(ValueError, match=f"queries.jsonl:3: record .*{field} must be"):
+        QueryRecord.from_dict(data, where="queries.jsonl:3")

@@ -239,9 +239,10 @@ def _training_set(ctx: dict[str, object]) -> Path:
     return write_champ_training_set(prepare_champ_mirror(), root, train_fraction=0.6, seed=13).train_path
 
 
-def _run(argv: list[str], log: Path) -> str:
+def _run(argv: list[str], log: Path, env: dict[str, str] | None = None) -> str:
+    """Run ``argv`` from the repository root with its output in ``log``; a non-zero exit fails the step."""
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(argv, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
     text = log.read_text(encoding="utf-8", errors="replace")
     if done.returncode != 0:
         raise CheckFailed(f"{' '.join(argv[:4])} ... exited {done.returncode}: {text[-400:]}")
@@ -314,16 +315,11 @@ def step_dense_search(ctx: dict[str, object]) -> str:
 
 def step_reproduce_tiny(ctx: dict[str, object]) -> str:
     work = Path(str(ctx["work_dir"]))
-    env_out = work / "reproduce_tiny"
-    shutil.rmtree(env_out, ignore_errors=True)
-    log = work / "reproduce_tiny.log"
-    with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(["bash", "scripts/reproduce.sh", "--profile", "tiny", "--out-dir", str(env_out)], cwd=REPO_ROOT,
-                              env={**os.environ, "DEMO_DEVICE": "cuda"}, stdout=handle, stderr=subprocess.STDOUT,
-                              check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise CheckFailed(f"reproduce.sh --profile tiny exited {done.returncode}; see {log}")
-    return f"reproduce.sh --profile tiny finished (outputs in {env_out})"
+    out = work / "reproduce_tiny"
+    shutil.rmtree(out, ignore_errors=True)
+    _run(["bash", "scripts/reproduce.sh", "--profile", "tiny", "--out-dir", str(out)], work / "reproduce_tiny.log",
+         env={**os.environ, "DEMO_DEVICE": "cuda"})  # fmt: skip
+    return f"reproduce.sh --profile tiny finished (outputs in {out})"
 
 
 STEP_FUNCTIONS: dict[str, Callable[[dict[str, object]], str]] = {

@@ -217,7 +217,7 @@ class BM25Index:
     def score_all(self, query: str) -> np.ndarray:
         """float32 score of every document, in corpus order."""
         rows = self._query_rows(self.analyzer.analyze_batch([query]))
-        return accumulate_scores(rows.term_ids, rows.weights, *self._postings, self.num_docs)
+        return accumulate_scores(rows.term_ids, rows.weights, self._postings, self.num_docs)
 
     def search(self, query: str, k: int, excluded_ids: Iterable[str] = ()) -> list[Hit]:
         """Top ``k`` ``(doc_id, score)`` by score, ties in corpus order, ``excluded_ids`` removed.
@@ -269,7 +269,7 @@ class BM25Index:
         return top_k_many(
             rows.indptr[start : stop + 1] - lo, rows.term_ids[lo:hi], rows.weights[lo:hi],
             ex_indptr[start : stop + 1] - ex_indptr[start], ex_rows[ex_indptr[start] : ex_indptr[stop]],
-            *self._postings, self.num_docs, k,
+            self._postings, self.num_docs, k,
         )  # fmt: skip
 
     def _weights(self, tf: np.ndarray, length: np.ndarray, idf: np.ndarray) -> np.ndarray:

@@ -73,9 +73,7 @@ def _offer(heap_scores: np.ndarray, heap_docs: np.ndarray, size: int, k: int, sc
 def _top_k_one(
     query_terms: np.ndarray,
     query_weights: np.ndarray,
-    indptr: np.ndarray,
-    postings: np.ndarray,
-    posting_weights: np.ndarray,
+    index: tuple[np.ndarray, np.ndarray, np.ndarray],
     num_docs: int,
     excluded_rows: np.ndarray,
     k: int,
@@ -88,26 +86,26 @@ def _top_k_one(
     When the posting lists cover a large part of the corpus, one pass over the score array is cheaper
     than remembering which documents were touched.
     """
-    scores = np.zeros(num_docs, dtype=np.float32)
+    indptr, postings, posting_weights = index
     total = 0
     for j in range(query_terms.shape[0]):
         total += indptr[query_terms[j] + 1] - indptr[query_terms[j]]
     sparse = total * 4 < num_docs
     touched = np.empty(total if sparse else 0, dtype=np.int64)
     num_touched = 0
-    for j in range(query_terms.shape[0]):
-        term = query_terms[j]
-        weight = query_weights[j]
-        if sparse:
+    if sparse:
+        scores = np.zeros(num_docs, dtype=np.float32)
+        for j in range(query_terms.shape[0]):
+            term = query_terms[j]
+            weight = query_weights[j]
             for p in range(indptr[term], indptr[term + 1]):
                 doc = postings[p]
                 if scores[doc] == 0.0:
                     touched[num_touched] = doc
                     num_touched += 1
                 scores[doc] += weight * posting_weights[p]
-        else:
-            for p in range(indptr[term], indptr[term + 1]):
-                scores[postings[p]] += weight * posting_weights[p]
+    else:
+        scores = accumulate_scores(query_terms, query_weights, index, num_docs)
     for j in range(excluded_rows.shape[0]):
         scores[excluded_rows[j]] = _EXCLUDED  # never a hit, never a zero-score filler
     # The heap's root is the threshold: a candidate is offered only when it beats it (kept in locals, so
@@ -142,9 +140,7 @@ def top_k_many(
     query_weights: np.ndarray,
     excluded_indptr: np.ndarray,
     excluded_rows: np.ndarray,
-    indptr: np.ndarray,
-    postings: np.ndarray,
-    posting_weights: np.ndarray,
+    index: tuple[np.ndarray, np.ndarray, np.ndarray],
     num_docs: int,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,7 +155,7 @@ def top_k_many(
     for q in range(num_queries):
         lo, hi = query_indptr[q], query_indptr[q + 1]
         n = _top_k_one(
-            query_terms[lo:hi], query_weights[lo:hi], indptr, postings, posting_weights, num_docs,
+            query_terms[lo:hi], query_weights[lo:hi], index, num_docs,
             excluded_rows[excluded_indptr[q] : excluded_indptr[q + 1]], k, docs[q], scores[q],
         )  # fmt: skip
         order = np.argsort(docs[q, :n], kind="mergesort")  # corpus order first, then a stable score sort
@@ -176,12 +172,11 @@ def top_k_many(
 def accumulate_scores(
     query_terms: np.ndarray,
     query_weights: np.ndarray,
-    indptr: np.ndarray,
-    postings: np.ndarray,
-    posting_weights: np.ndarray,
+    index: tuple[np.ndarray, np.ndarray, np.ndarray],
     num_docs: int,
 ) -> np.ndarray:
-    """The full float32 score vector of one query (for fusion), with the same arithmetic as the top-k path."""
+    """The full float32 score vector of one query: posting by posting, query terms in ascending id."""
+    indptr, postings, posting_weights = index
     scores = np.zeros(num_docs, dtype=np.float32)
     for j in range(query_terms.shape[0]):
         term = query_terms[j]

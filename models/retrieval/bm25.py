@@ -230,27 +230,23 @@ class BM25Index:
         self, queries: Sequence[str], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries; texts are analysed in one batch, large batches searched on every core."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if excluded_ids is not None and len(excluded_ids) != len(queries):
-            raise ValueError(f"excluded_ids has {len(excluded_ids)} entries for {len(queries)} queries")
+        _check_request(k, excluded_ids, len(queries))  # before any analysis
         return self.search_tokens(self.analyzer.analyze_batch(list(queries)) if queries else [], k, excluded_ids)
 
     def search_tokens(
         self, token_lists: Sequence[list[str]], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
     ) -> list[list[Hit]]:
         """:meth:`search_batch` for queries already analysed (what benchmarks compare against bm25s)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        _check_request(k, excluded_ids, len(token_lists))
         if not token_lists:
             return []
-        queries = token_lists
         rows = self._query_rows(token_lists)
-        excluded = self._excluded_rows(excluded_ids if excluded_ids is not None else [()] * len(queries))
+        n = len(token_lists)
+        excluded = self._excluded_rows(excluded_ids if excluded_ids is not None else [()] * n)
         k = min(k, self.num_docs)
-        chunks = _chunks(len(queries), _SEARCH_THREADS if len(queries) >= _PARALLEL_MIN_QUERIES else 1)
+        chunks = _chunks(n, _SEARCH_THREADS if n >= _PARALLEL_MIN_QUERIES else 1)
         if len(chunks) == 1:
-            parts = [self._top_k(rows, excluded, k, 0, len(queries))]
+            parts = [self._top_k(rows, excluded, k, 0, n)]
         else:  # the kernel releases the GIL, so threads share one index and run on separate cores
             with ThreadPoolExecutor(len(chunks)) as pool:
                 parts = list(pool.map(lambda span: self._top_k(rows, excluded, k, *span), chunks))
@@ -315,6 +311,13 @@ class BM25Index:
             # DEVIATION: BRIGHT raises KeyError on an excluded id missing from the corpus; we skip it.
             logger.warning("%d excluded ids are not in corpus %s; ignored", unknown, self.corpus.name)
         return np.asarray(indptr, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+
+
+def _check_request(k: object, excluded_ids: Sequence[Iterable[str]] | None, num_queries: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if excluded_ids is not None and len(excluded_ids) != num_queries:
+        raise ValueError(f"excluded_ids has {len(excluded_ids)} entries for {num_queries} queries")
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:

@@ -46,6 +46,7 @@ class Settings:
     repllama_model_path: str = ""
     # Data and caches.
     bright_dir: str = ""
+    bright_revision: str = ""  # empty: models.retrieval.corpus.BRIGHT_REVISION
     bright_cache_dir: str = str(REPO_ROOT / "BRIGHT_cache")
     outputs_mcts_dir: str = str(REPO_ROOT / "outputs_MCTS")
     rader_cache_dir: str = str(Path.home() / ".cache" / "rader")

@@ -83,6 +83,7 @@ class BuildConfig:
     shuffle: bool
     corpus: str | None
     corpus_split: str | None
+    bright_revision: str | None
     allow_unfinished: bool
     overwrite: bool
     quiet: bool
@@ -131,6 +132,11 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--shuffle", action="store_true", help="shuffle rows (default: sorted by type, query id)")
     parser.add_argument("--corpus", default=None, help="read texts from this corpus source instead of the records'")
     parser.add_argument("--corpus_split", default=None, help="... and this split")
+    parser.add_argument(
+        "--bright_revision",
+        default=None,
+        help="BRIGHT revision of an 'hf' corpus (default: the one generate_queries recorded, else the pin)",
+    )
     parser.add_argument(
         "--allow_unfinished",
         action="store_true",
@@ -189,6 +195,7 @@ def read_inputs(config: BuildConfig) -> tuple[list[QueryRecord], tuple[str, ...]
                 "generator_model": info.get("derived", {}).get("generator_model"),
                 "prompts": info.get("identity", {}).get("prompts"),
                 "runs": info.get("derived", {}).get("runs"),
+                "bright_revision": info.get("identity", {}).get("bright_revision"),
             }
         )
     # By default only what the last run in each directory produced: a file left by an earlier run with other
@@ -224,17 +231,18 @@ def _with_corpus(record: QueryRecord, corpus: dict[str, str]) -> QueryRecord:
 
 def run(config: BuildConfig) -> dict[str, Any]:
     from models.embedded.champ import source_with_champ
-    from models.retrieval.corpus import load_corpus
+    from models.retrieval.corpus import load_corpus, resolve_revision, revision_applies
 
     output = Path(config.output)
     records, types, sources = read_inputs(config)
+    revision = resolve_revision(config.bright_revision, {s["queries_dir"]: s["bright_revision"] for s in sources})
     record = StageRecord(
         STAGE,
         _flags(config),
         informational=INFORMATIONAL,
         identity={"inputs": sources},
         # What the trained model will say it was trained on (models.evaluation.recipes reads it back).
-        derived={"query_types": list(types), "datasets": sorted({r.source for r in records})},
+        derived={"query_types": list(types), "datasets": sorted({r.source for r in records}), "bright_revision": revision},
     )
     if not config.overwrite:
         check_rerun(side_file(output, "config.json"), record, fresh_run="pass --overwrite or another --output")
@@ -242,7 +250,10 @@ def run(config: BuildConfig) -> dict[str, Any]:
     record.write(side_file(output, "config.json"))
     logger.info("read %d records of types %s from %d directories", len(records), list(types), len(config.queries_dir))
     keys = sorted({(r.corpus["source"], r.corpus["split"]) for r in records})
-    corpora = {key: load_corpus(source_with_champ(*key), key[1]) for key in keys}
+    corpora = {}
+    for source, split in keys:
+        resolved = source_with_champ(source, split)
+        corpora[(source, split)] = load_corpus(resolved, split, revision=revision if revision_applies(resolved) else None)
     assembly = AssemblyConfig(
         query_types=types,
         min_negatives=config.min_negatives,

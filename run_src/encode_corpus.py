@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.embedded.champ import source_with_champ
+from models.retrieval.corpus import add_bright_revision_argument, revision_applies
 from models.retrieval.embedding_cache import (
     DEFAULT_SHARD_SIZE,
     build_or_load_doc_embeddings,
@@ -65,8 +66,8 @@ logger = logging.getLogger(__name__)
 
 STAGE = "encode_corpus"
 RECORD_NAME = "encode_config.json"
-INFORMATIONAL = frozenset({*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype", "source", "cache_root",
-                           "shard_size", "quiet", "worker"})  # fmt: skip
+INFORMATIONAL = frozenset({*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype", "source", "bright_revision",
+                           "cache_root", "shard_size", "quiet", "worker"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class EncodeConfig:
 
     splits: tuple[str, ...]
     source: str
+    bright_revision: str
     long_context: bool
     encoder: EncoderFlags
     cache_root: str
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="corpus split to encode (repeatable), e.g. theoremqa_theorems, aops, champ",
     )
     parser.add_argument("--source", default=settings.bright_dir or "hf", help="hf | mirror dir | JSONL file")
+    add_bright_revision_argument(parser, settings.bright_revision)
     parser.add_argument("--long_context", action="store_true", help="encode long_documents instead of documents")
     parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="default $BRIGHT_CACHE_DIR")
     parser.add_argument(
@@ -164,6 +167,7 @@ def parse_config(argv: list[str] | None) -> EncodeConfig:
     return EncodeConfig(
         splits=tuple(dict.fromkeys(args.splits)),  # a split named twice is encoded once
         source=args.source,
+        bright_revision=args.bright_revision,
         long_context=args.long_context,
         encoder=encoder,
         cache_root=args.cache_root,
@@ -208,7 +212,8 @@ def encode_split(encoder: Encoder, config: EncodeConfig, split: str) -> SplitRes
 
     start = time.perf_counter()
     source = source_with_champ(config.source, split)
-    corpus = load_corpus(source, split, long_context=config.long_context)
+    revision = config.bright_revision if revision_applies(source) else None
+    corpus = load_corpus(source, split, long_context=config.long_context, revision=revision)
     directory = cache_dir(config.cache_root, config.cache_name, corpus.name)
     record = split_record(config, split)
     check_rerun(directory / RECORD_NAME, record, fresh_run=f"delete {directory} to rebuild it")
@@ -235,6 +240,7 @@ def encode_split(encoder: Encoder, config: EncodeConfig, split: str) -> SplitRes
         record.derived = {
             "corpus_name": corpus.name,
             "resolved_source": str(source),
+            "revision": revision,
             "n_docs": int(n_docs),
             "dim": int(dim),
             "cache_shard_size": cached.meta.get("shard_size"),  # a resumed build keeps its first run's size

@@ -33,14 +33,20 @@ not retrieved for.
 Hybrid (``--hybrid_bm25_alpha A|auto``, paper §6.1): per query, ``A·z(dense) + (1−A)·z(bm25)``.
 ``auto`` is 1.0 on the math tasks (aops, theoremqa_questions, theoremqa_theorems, champ) and 0.8
 elsewhere; ``A = 1`` returns the dense run unchanged (raw cosine, no z-scores: spec §4 shows the
-released file holds raw scores and the reranking interpolation depends on it). For ``A < 1`` see
-:mod:`models.retrieval.hybrid` for the choices the paper leaves open.
+released file holds raw scores and the reranking interpolation depends on it). For ``A < 1`` the z-score
+population is ``--hybrid_population``: ``corpus`` (every non-excluded document, the default) or ``topk:N``
+(each retriever's own top N); :mod:`models.retrieval.hybrid` explains both.
+
+Data: ``--bright_revision`` pins the ``xlangai/BRIGHT`` commit a Hub source loads (default
+:data:`models.retrieval.corpus.BRIGHT_REVISION`); ``config.json`` records it with the source the data came
+from and the corpus size (``derived.data``), and the summary line prints both.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,7 +60,15 @@ from models.evaluation.recipes import model_recipe
 from models.evaluation.runs import check_no_excluded, gold_ids, postprocess_run, qrels_from_examples
 from models.evaluation.tasks import RETRIEVERS, TASKS, default_run_name, encoder_flags_for, hybrid_alpha_for
 from models.io_utils import atomic_write_json
-from models.retrieval.corpus import BRIGHT_SPLITS, LONG_DOCUMENT_SPLITS, QUERY_TYPES, Corpus, Example
+from models.retrieval.corpus import (
+    BRIGHT_SPLITS,
+    LONG_DOCUMENT_SPLITS,
+    QUERY_TYPES,
+    Corpus,
+    Example,
+    add_bright_revision_argument,
+    revision_applies,
+)
 from models.retrieval.encoder_flags import (
     INFORMATIONAL_ENCODER_FLAGS,
     NO_INSTRUCTION,
@@ -63,13 +77,14 @@ from models.retrieval.encoder_flags import (
     check_encoder_flags,
     doc_cache_name,
 )
-from models.retrieval.hybrid import hybrid_search
+from models.retrieval.hybrid import CORPUS_POPULATION, hybrid_search, parse_population
 from models.retrieval.model_identity import model_fingerprint
 from models.retrieval.retrievers import BM25Retriever, DenseRetriever, Retriever
 from models.retrieval.text_formats import query_instruction
 from models.settings import Settings, load_settings
 from models.stage import (
     SettingsChanged,
+    StageError,
     StageRecord,
     add_config_argument,
     check_rerun,
@@ -100,11 +115,13 @@ class EvalConfig:
     long_context: bool
     output_dir: str
     bright_dir: str
+    bright_revision: str
     cache_root: str
     scores: str | None
     overwrite: bool
     top_k: int
     hybrid_bm25_alpha: float | None
+    hybrid_population: str
     missing_queries: str
     encoder: EncoderFlags
 
@@ -138,6 +155,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--query_type", default="original", choices=QUERY_TYPES, help="original or LLM reasoning")
     parser.add_argument("--long_context", action="store_true", help="long_documents corpus and gold_ids_long")
     parser.add_argument("--bright_dir", default=settings.bright_dir or "hf", help="hf | hf:<repo or dir> | mirror dir")
+    add_bright_revision_argument(parser, settings.bright_revision)
     parser.add_argument("--output_dir", help="root of the run directories (required)")
     parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="BM25 indexes and doc embeddings")
     parser.add_argument("--scores", default=None, help="evaluate this run file instead of retrieving")
@@ -149,6 +167,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         const="auto",
         default=None,
         help="fuse with BM25: alpha in [0, 1] or 'auto' (1.0 math tasks, 0.8 otherwise)",
+    )
+    parser.add_argument(
+        "--hybrid_population",
+        default=CORPUS_POPULATION,
+        help="documents the hybrid's z-scores are taken over: 'corpus' (every non-excluded one) or 'topk:N' "
+        "(each retriever's top N, missing = that list's minimum)",
     )
     parser.add_argument(
         "--missing_queries",
@@ -179,6 +203,12 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
         parser.error("--hybrid_bm25_alpha fuses a dense retriever (--model KEY) with BM25")
     if alpha is not None and alpha < 1.0 and args.scores:
         parser.error("--hybrid_bm25_alpha < 1 scores the full corpus with both retrievers; it cannot use --scores")
+    try:
+        population = parse_population(args.hybrid_population)
+    except ValueError as err:
+        parser.error(f"--hybrid_population: {err}")
+    if population is not None and (alpha is None or alpha >= 1.0):
+        parser.error("--hybrid_population topk:N applies to a hybrid with --hybrid_bm25_alpha below 1")
     if args.model_name:
         model_name = args.model_name
     elif args.model:
@@ -212,11 +242,13 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
         long_context=args.long_context,
         output_dir=args.output_dir,
         bright_dir=args.bright_dir,
+        bright_revision=args.bright_revision,
         cache_root=args.cache_root,
         scores=args.scores,
         overwrite=args.overwrite,
         top_k=args.top_k,
         hybrid_bm25_alpha=alpha,
+        hybrid_population=args.hybrid_population,
         missing_queries=args.missing_queries,
         encoder=encoder,
     )
@@ -282,7 +314,8 @@ def retrieve(config: EvalConfig, corpus: Corpus, examples: Sequence[Example]) ->
     if alpha is not None and alpha < 1.0:
         assert isinstance(retriever, DenseRetriever)  # parse_config allows hybrids for dense models only
         bm25 = BM25Retriever.from_corpus(corpus, cache_dir=Path(config.cache_root) / "bm25" / corpus.name)
-        run = hybrid_search(retriever, bm25, by_length, alpha, config.top_k)
+        population = parse_population(config.hybrid_population)
+        run = hybrid_search(retriever, bm25, by_length, alpha, config.top_k, population)
     else:
         if alpha is not None:
             logger.info("hybrid alpha %.1f: the run is the dense run with raw scores (no z-normalisation)", alpha)
@@ -324,11 +357,16 @@ def recipe_of(config: EvalConfig) -> str | None:
 
 
 def run_evaluation(config: EvalConfig) -> dict[str, float]:
-    """Run the stage for ``config``; returns the aggregate metrics (also in ``results.json``)."""
+    """Run the stage for ``config``; returns the aggregate metrics (also in ``results.json``).
+
+    Everything that can be refused (settings, data, a ``--scores`` file for another split) is checked before
+    the run directory gets any file, so a refused run leaves nothing behind.
+    """
     from models.retrieval.corpus import load_corpus, load_examples
 
     run_dir = config.run_dir
     source = source_with_champ(config.bright_dir, config.task)
+    revision = config.bright_revision if revision_applies(source) else None
     record = stage_record(config, source)
     score_path = run_dir / "score.json"
     fresh_run = "pass --overwrite to retrieve again, or --model_name to write a separate run"
@@ -336,7 +374,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, float]:
     reusable = stored and score_path.is_file() and not config.scores
     if score_path.is_file() and not stored and not config.overwrite and not config.scores:
         raise SettingsChanged(f"{score_path} has no {RECORD_NAME}, so its settings are unknown; {fresh_run}")
-    all_examples = load_examples(source, config.task, config.query_type)
+    all_examples = load_examples(source, config.task, config.query_type, revision=revision)
     examples = [e for e in all_examples if gold_ids(e, config.long_context)]
     if len(examples) < len(all_examples):
         logger.info(
@@ -346,17 +384,30 @@ def run_evaluation(config: EvalConfig) -> dict[str, float]:
         )
     if not examples:
         raise ValueError(f"no query of {config.task} ({source}) has gold documents; nothing to evaluate")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record.write(run_dir / RECORD_NAME)  # before any compute: a bad output dir fails here
+    data: dict[str, Any] = {"source": str(source), "revision": revision, "queries": len(all_examples),
+                            "evaluated_queries": len(examples)}  # fmt: skip
 
+    corpus: Corpus | None = None
     if config.scores:
         run = postprocess_run(read_run(config.scores), all_examples, config.top_k)
+        check_scores_cover(run, examples, config)
+    elif reusable:
+        data["corpus_documents"] = stored_corpus_size(run_dir / RECORD_NAME)
+    else:
+        corpus = load_corpus(source, config.task, long_context=config.long_context, revision=revision)
+        data["corpus_documents"] = len(corpus)
+        logger.info("%s: %d documents, %d queries (%s)", config.task, len(corpus), len(all_examples), corpus.source)
+    record.derived["data"] = data
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write(run_dir / RECORD_NAME)  # before any retrieval: a bad output dir fails here
+
+    if config.scores:
         atomic_write_json(score_path, run)
     elif reusable:
         logger.info("reusing %s (pass --overwrite to retrieve again)", score_path)
         run = read_run(score_path)
     else:
-        corpus = load_corpus(source, config.task, long_context=config.long_context)
+        assert corpus is not None
         run = retrieve(config, corpus, examples)
         atomic_write_json(score_path, run)
         logger.info("wrote %s (%d queries)", score_path, len(run))
@@ -370,6 +421,31 @@ def run_evaluation(config: EvalConfig) -> dict[str, float]:
     return aggregate
 
 
+def check_scores_cover(run: Run, examples: Sequence[Example], config: EvalConfig) -> None:
+    """Refuse a ``--scores`` file none of whose queries can be scored on this task (another split's run)."""
+    scorable = {e.query_id for e in examples}
+    if not scorable & set(run):
+        raise StageError(
+            f"--scores {config.scores}: none of its queries is a scorable query of {config.task} "
+            f"({len(scorable)} queries, e.g. {sorted(scorable)[:3]}); is it a run for another split or query type?"
+        )
+
+
+def stored_corpus_size(path: Path) -> int | None:
+    """The corpus size a reused run recorded (``None`` for records from before it was recorded)."""
+    data = json.loads(path.read_text(encoding="utf-8")).get("derived", {}).get("data", {})
+    size = data.get("corpus_documents")
+    return int(size) if isinstance(size, int) else None
+
+
+def data_summary(config: EvalConfig) -> str:
+    """``BRIGHT@3066d29c9651, 2159 documents`` from the record the run wrote."""
+    data = json.loads((config.run_dir / RECORD_NAME).read_text(encoding="utf-8"))["derived"]["data"]
+    where = f"revision {data['revision'][:12]}" if data.get("revision") else Path(data["source"]).name or data["source"]
+    size = data.get("corpus_documents")
+    return f"{where}, {size} documents" if size is not None else where
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     configure_logging()
@@ -378,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("config: %s", config.settings())
         results = run_evaluation(config)
         summary = " ".join(f"{key} {results[key]:.5f}" for key in ("NDCG@10", "Recall@10", "Recall@100", "MRR"))
-        print(f"{config.task} {config.model_name} {config.query_type}: {summary} -> {config.run_dir}")
+        print(f"{config.task} {config.model_name} {config.query_type}: {summary} [{data_summary(config)}] "
+              f"-> {config.run_dir}")  # fmt: skip
 
     return run_stage(body, name=STAGE)
 

@@ -85,6 +85,7 @@ class GenerateConfig:
     negative_scope: str
     corpus: str | None
     corpus_split: str | None
+    bright_revision: str | None
     grade_workers: int
     grade_timeout_s: float
     backend: str
@@ -169,6 +170,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     io.add_argument("--corpus", default=None, help="override args.json 'corpus' (hf | mirror dir | JSONL file)")
     io.add_argument("--corpus_split", default=None, help="override args.json 'corpus_split' (e.g. theoremqa_theorems)")
+    io.add_argument(
+        "--bright_revision", default=None, help="BRIGHT revision of an 'hf' corpus (default: the MCTS runs' recorded one)"
+    )
     sel = parser.add_argument_group("trajectory and node selection (spec §3.3)")
     sel.add_argument(
         "--trajectory_filter",
@@ -334,11 +338,22 @@ def check_generator(config: GenerateConfig) -> None:
         )
 
 
-def _load_corpora(keys: list[CorpusKey]) -> dict[CorpusKey, Any]:
+def _load_corpora(keys: list[CorpusKey], revision: str) -> dict[CorpusKey, Any]:
     from models.embedded.champ import source_with_champ
-    from models.retrieval.corpus import load_corpus
+    from models.retrieval.corpus import load_corpus, revision_applies
 
-    return {key: load_corpus(source_with_champ(key[0], key[1]), key[1]) for key in keys}
+    corpora = {}
+    for source, split in keys:
+        resolved = source_with_champ(source, split)
+        corpora[(source, split)] = load_corpus(resolved, split, revision=revision if revision_applies(resolved) else None)
+    return corpora
+
+
+def runs_revision(config: GenerateConfig, runs: list[Any]) -> str:
+    """The BRIGHT revision of the corpora: the flag, else what the MCTS runs recorded, else the pin."""
+    from models.retrieval.corpus import resolve_revision
+
+    return resolve_revision(config.bright_revision, {str(r.run_dir): r.args.get("bright_revision") for r in runs})
 
 
 # ------------------------------------------------------------------------------------------------ stage
@@ -362,7 +377,7 @@ def run(config: GenerateConfig) -> dict[str, Any]:
     if config.needs_llm:
         check_generator(config)
     corpus_keys = sorted({(run.corpus_source, run.corpus_split) for run in runs})
-    corpora = _load_corpora(corpus_keys)
+    corpora = _load_corpora(corpus_keys, runs_revision(config, runs))
     lexical_tools = _lexical_tools(config, corpora) if "lexical" in config.query_types else None
 
     from run_src.query_synthesis.trajectories import AnswerGrader, select_nodes
@@ -543,6 +558,7 @@ def stage_record(config: GenerateConfig, runs: list[Any], prompts: QueryPrompts 
         identity={
             "prompts": prompts.identities() if prompts else {},
             "dense_model": model_fingerprint(config.dense.model_path) if config.dense.model_path else None,
+            "bright_revision": runs_revision(config, runs),
         },
         derived={
             "generator_model": config.model if config.needs_llm else None,

@@ -37,6 +37,7 @@ from models.io_utils import atomic_write_json
 from models.llm.client import BACKENDS, LLMClient, LLMClientConfig, config_from_settings
 from models.llm.factory import build_llm_client
 from models.llm.prompt_templates import PROMPT_SHAPES
+from models.retrieval.corpus import add_bright_revision_argument
 from models.serving.retriever_client import RetrieverClient
 from models.settings import Settings, load_settings
 from models.stage import (
@@ -235,6 +236,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     ret.add_argument("--retrieval_selfreasoning", action="store_true", help="self-reflection filter on theorems")
     ret.add_argument("--corpus", default=None, help="corpus source the retriever serves (recorded for later stages)")
     ret.add_argument("--task", default="theoremqa_theorems", help="corpus split the retriever serves")
+    add_bright_revision_argument(ret, settings.bright_revision)  # the servers' revision, recorded for later stages
 
     out = p.add_argument_group("outputs")
     out.add_argument("--run_outputs_root", default=str(Path(settings.outputs_mcts_dir) / "run_outputs"))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.retrieval.corpus import add_bright_revision_argument
 from models.retrieval.encoder_flags import EncoderFlags, add_encoder_arguments, check_encoder_flags, doc_cache_name
 from models.serving.deferred_app import DeferredApp
 from models.settings import load_settings
@@ -41,6 +42,7 @@ class ServeConfig:
     retriever: str
     split: str
     source: str
+    bright_revision: str
     long_context: bool
     encoder: EncoderFlags
     encode_missing: bool
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retriever", choices=["bm25", "dense"], help="what to serve (required)")
     parser.add_argument("--split", help="corpus split (required), e.g. theoremqa_theorems, aops, champ")
     parser.add_argument("--source", default=settings.bright_dir or "hf", help="hf | mirror dir | JSONL file")
+    add_bright_revision_argument(parser, settings.bright_revision)
     parser.add_argument("--long_context", action="store_true", help="use long_documents instead of documents")
     parser.add_argument("--cache_root", default=settings.bright_cache_dir, help="embedding caches and BM25 indexes")
     parser.add_argument(
@@ -131,11 +134,12 @@ def _is_loopback(host: str) -> bool:
 def build_retriever(config: ServeConfig, on_progress: Any = None) -> Any:
     """The BM25 or dense retriever ``config`` describes (a :class:`models.retrieval.retrievers.Retriever`)."""
     from models.embedded.champ import source_with_champ
-    from models.retrieval.corpus import load_corpus
+    from models.retrieval.corpus import load_corpus, revision_applies
     from models.retrieval.retrievers import BM25Retriever, DenseRetriever
 
     source = source_with_champ(config.source, config.split)
-    corpus = load_corpus(source, config.split, long_context=config.long_context)
+    revision = config.bright_revision if revision_applies(source) else None
+    corpus = load_corpus(source, config.split, long_context=config.long_context, revision=revision)
     if config.retriever == "bm25":
         return BM25Retriever.from_corpus(corpus, cache_dir=Path(config.cache_root) / "bm25" / corpus.name)
 

@@ -6,8 +6,9 @@ ids). Ids are always the dataset's own strings, never row numbers (DESIGN.md §3
 
 Sources (the ``source`` argument):
 
-* ``"hf"`` — the Hub dataset ``xlangai/BRIGHT`` through ``datasets.load_dataset(repo, config, split=...)``;
-  ``datasets`` itself honours ``HF_HOME`` / ``HF_DATASETS_CACHE`` and offline mode (``HF_HUB_OFFLINE=1``).
+* ``"hf"`` — the Hub dataset ``xlangai/BRIGHT`` through ``datasets.load_dataset(repo, config, split=...,
+  revision=...)``; ``datasets`` itself honours ``HF_HOME`` / ``HF_DATASETS_CACHE`` and offline mode
+  (``HF_HUB_OFFLINE=1``). Stages pin the revision (:data:`BRIGHT_REVISION`, ``--bright_revision``).
 * ``"hf:<repo id or directory>"`` — the same code path for another repo or a local copy: a directory laid
   out like the Hub repo (``README.md`` with ``configs`` + ``<config>/<split>-*.parquet``), or one where
   ``<dir>/<config>/`` was written by ``DatasetDict.save_to_disk`` (read with ``load_from_disk``).
@@ -21,12 +22,13 @@ queries, plus a reasoning config (``gpt4_reason`` …) whose ``query`` replaces 
 
 Usage::
 
-    corpus = load_corpus("hf", "biology")
+    corpus = load_corpus("hf", "biology", revision=BRIGHT_REVISION)
     examples = load_examples("/data/bright", "biology", query_type="gpt4_reason")
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -42,6 +44,11 @@ from models.io_utils import read_jsonl
 logger = logging.getLogger(__name__)
 
 BRIGHT_HF_REPO = "xlangai/BRIGHT"
+# The xlangai/BRIGHT commit the stages load unless --bright_revision says otherwise: the one mteb's per-split
+# BRIGHT tasks pin. Revisions differ in corpus size (aops / theoremqa_questions 188,002 vs 188,177 documents,
+# specs/evaluation.md §10.16), which moves BM25 weights, the embedding caches and the hybrid, so every run
+# records the revision it loaded and the corpus size it saw.
+BRIGHT_REVISION = "3066d29c9651a576c8aba4832d249807b181ecae"
 # The 12 BRIGHT tasks; each config's splits are these names (specs/evaluation.md §1.2).
 BRIGHT_SPLITS = (
     "biology",
@@ -384,9 +391,12 @@ def _load_rows(
         if not repo:
             raise ValueError("source 'hf:' needs a repo id or directory after the colon, e.g. 'hf:/data/BRIGHT'")
         _require_split(split, text)
+        if Path(repo).exists():
+            revision = None  # a local copy is whatever revision was copied; there is nothing to pin
+        label = f"{repo}@{revision[:12]}" if revision else repo
         return (
             _hf_rows(repo, config, split, revision=revision, cache_dir=cache_dir),
-            f"{repo} [{config}/{split}]",
+            f"{label} [{config}/{split}]",
             False,
         )
     path = Path(source)
@@ -400,6 +410,36 @@ def _load_rows(
         f"source {text!r} is neither 'hf', 'hf:<repo or dir>', an existing mirror directory nor an existing "
         f"JSONL/JSON file"
     )
+
+
+def add_bright_revision_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str) -> None:
+    """``--bright_revision``, the same flag on every stage that loads BRIGHT (``default``: settings or the pin)."""
+    parser.add_argument(
+        "--bright_revision",
+        default=default or BRIGHT_REVISION,
+        help=f"xlangai/BRIGHT commit, branch or tag for 'hf' sources (default {BRIGHT_REVISION[:12]}, "
+        "$BRIGHT_REVISION); local mirrors and 'hf:<dir>' copies ignore it",
+    )
+
+
+def resolve_revision(flag: str | None, recorded: dict[str, str | None]) -> str:
+    """The revision a later stage loads: its ``--bright_revision`` if given, else the one its inputs recorded
+    (``{input: revision}``; they must agree), else the pin. Inputs from before revisions were recorded say None."""
+    if flag:
+        return flag
+    known = {where: rev for where, rev in recorded.items() if rev}
+    if len(set(known.values())) > 1:
+        listed = "; ".join(f"{where}: {rev}" for where, rev in known.items())
+        raise ValueError(f"inputs were made from different BRIGHT revisions ({listed}); pass --bright_revision")
+    return next(iter(known.values()), BRIGHT_REVISION)
+
+
+def revision_applies(source: str | Path) -> bool:
+    """Whether ``--bright_revision`` selects what ``source`` loads (a Hub repo id, not a local copy)."""
+    text = str(source)
+    if text == "hf":
+        return True
+    return text.startswith("hf:") and not Path(text[3:]).exists()
 
 
 def _require_split(split: str | None, source: str) -> None:

@@ -1,9 +1,17 @@
-"""BM25 hybrid (paper §6.1): per-query z-normalised ``alpha·dense + (1−alpha)·bm25`` over a full corpus.
+"""BM25 hybrid (paper §6.1): per-query z-normalised ``alpha·dense + (1−alpha)·bm25``.
 
-The choices the paper leaves open (specs/evaluation.md §4) are decided as its recommendation says:
-both retrievers score the *full* corpus, the z-score population is every non-excluded document,
-the std is the population std (ddof 0), so no document is ever missing from one list; a constant
-score list maps to z = 0. At ``alpha = 1`` callers keep the raw dense run instead (no z-scores).
+The paper says neither which documents the z-scores are taken over nor what a document missing from
+one list gets (specs/evaluation.md §4). Two populations, chosen per run and recorded:
+
+* ``corpus`` (default, the spec's recommendation): both retrievers score the *full* corpus and the
+  z-score population is every non-excluded document, so no document is ever missing from one list. On a
+  large corpus most BM25 scores are 0, so the few documents sharing a query term get large z-values.
+* ``topk:N``: each retriever's own top ``N`` (excluded ids removed) is its population, as in fusion over
+  two first-stage runs; candidates are the union of both lists and a document absent from one list gets
+  that list's lowest z-score (the usual "missing = minimum" rule of run fusion).
+
+Std is the population std (ddof 0); a constant score list maps to z = 0. At ``alpha = 1`` callers keep
+the raw dense run instead (no z-scores).
 """
 
 from __future__ import annotations
@@ -23,6 +31,17 @@ logger = logging.getLogger(__name__)
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score, as models.evaluation.metrics reads it
 
 _HYBRID_QUERY_CHUNK = 8  # queries per full-corpus dense search (bounds memory on 400k-doc corpora)
+CORPUS_POPULATION = "corpus"
+
+
+def parse_population(value: str) -> int | None:
+    """``"corpus"`` -> ``None``; ``"topk:N"`` -> ``N`` (the spellings of ``--hybrid_population``)."""
+    if value == CORPUS_POPULATION:
+        return None
+    kind, sep, number = value.partition(":")
+    if kind == "topk" and sep and number.isdigit() and int(number) >= 1:
+        return int(number)
+    raise ValueError(f"hybrid population {value!r}: use 'corpus' or 'topk:N' with N >= 1 (e.g. topk:1000)")
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
@@ -66,17 +85,49 @@ def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def hybrid_search(
-    dense: DenseRetriever, bm25: BM25Retriever, examples: Sequence[Example], alpha: float, top_k: int
+    dense: DenseRetriever,
+    bm25: BM25Retriever,
+    examples: Sequence[Example],
+    alpha: float,
+    top_k: int,
+    population: int | None = None,
 ) -> Run:
-    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring, Hybrid)."""
+    """Fuse a ``DenseRetriever`` and a ``BM25Retriever`` over the same corpus (module docstring).
+
+    ``population`` is ``None`` for the whole corpus or ``N`` for each retriever's top ``N``.
+    """
     if bm25.corpus.doc_ids != dense.corpus.doc_ids:
         raise ValueError(f"hybrid: BM25 corpus {bm25.corpus.name!r} is not the dense corpus {dense.corpus.name!r}")
     query_embs = dense.encoder.encode_queries([e.query for e in examples], task=dense.task)
-    return fuse_runs(dense.index, bm25.index, examples, query_embs, alpha, top_k)
+    return fuse_runs(dense.index, bm25.index, examples, query_embs, alpha, top_k, population)
+
+
+def fuse_top_lists(dense_scores: np.ndarray, bm25_scores: np.ndarray, alpha: float, n: int) -> np.ndarray:
+    """The ``topk:N`` fusion of one query (module docstring): NaN outside the union of the two top-``n`` lists.
+
+    Inputs are full-corpus score vectors with NaN at excluded documents.
+    """
+    fused = np.full(dense_scores.shape, np.nan, dtype=np.float64)
+    sides = []
+    for scores in (dense_scores, bm25_scores):
+        top = top_k_stable(scores, n)
+        z = zscore(scores[top])
+        side = np.full(scores.shape, z.min() if z.size else 0.0, dtype=np.float64)
+        side[top] = z
+        sides.append((top, side))
+    union = np.union1d(sides[0][0], sides[1][0])
+    fused[union] = alpha * sides[0][1][union] + (1.0 - alpha) * sides[1][1][union]
+    return fused
 
 
 def fuse_runs(
-    dense: DenseIndex, bm25: BM25Index, examples: Sequence[Example], query_embs: np.ndarray, alpha: float, top_k: int
+    dense: DenseIndex,
+    bm25: BM25Index,
+    examples: Sequence[Example],
+    query_embs: np.ndarray,
+    alpha: float,
+    top_k: int,
+    population: int | None = None,
 ) -> Run:
     """The fusion behind :func:`hybrid_search`, from query vectors already encoded.
 
@@ -93,15 +144,19 @@ def fuse_runs(
             dense_scores = dense_scores32.astype(np.float64)
             bm25_scores = bm25.score_all(example.query).astype(np.float64)
             bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
-            z_dense, dense_constant = _zscore(dense_scores)
-            z_bm25, bm25_constant = _zscore(bm25_scores)
-            constant += int(dense_constant) + int(bm25_constant)
-            fused = alpha * z_dense + (1.0 - alpha) * z_bm25  # fuse_scores, with the z-scores at hand
+            if population is None:
+                z_dense, dense_constant = _zscore(dense_scores)
+                z_bm25, bm25_constant = _zscore(bm25_scores)
+                constant += int(dense_constant) + int(bm25_constant)
+                fused = alpha * z_dense + (1.0 - alpha) * z_bm25  # fuse_scores, with the z-scores at hand
+            else:
+                fused = fuse_top_lists(dense_scores, bm25_scores, alpha, population)
             best = top_k_stable(fused, top_k)
             run[example.query_id] = dict(zip(doc_ids[best].tolist(), fused[best].tolist(), strict=True))
     if constant:
         logger.warning(
             "hybrid: %d score lists were constant (e.g. no query term in the BM25 vocabulary); z = 0", constant
         )
-    logger.info("hybrid alpha %.2f: fused %d queries over %d documents", alpha, len(run), len(doc_ids))
+    where = f"each retriever's top {population}" if population else f"all {len(doc_ids)} documents"
+    logger.info("hybrid alpha %.2f: fused %d queries, z-scores over %s", alpha, len(run), where)
     return run

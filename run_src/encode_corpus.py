@@ -66,8 +66,10 @@ logger = logging.getLogger(__name__)
 
 STAGE = "encode_corpus"
 RECORD_NAME = "encode_config.json"
+# ``split`` too: corpora with the same documents share one cache (and its record), e.g. aops and theoremqa_questions;
+# the cache itself checks the corpus fingerprint.
 INFORMATIONAL = frozenset({*INFORMATIONAL_ENCODER_FLAGS, "model_path", "tokenizer", "dtype", "source", "bright_revision",
-                           "cache_root", "shard_size", "quiet", "worker"})  # fmt: skip
+                           "cache_root", "shard_size", "quiet", "worker", "split"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class SplitResult:
-    """What happened to one split: ``status`` is built, resumed, reused, parts (a --worker run) or failed."""
+    """What happened to one split: ``status`` is built, resumed, reused, shared (linked to the cache of a split with
+    the same documents), parts (a --worker run) or failed."""
 
     split: str
     status: str
@@ -235,8 +238,10 @@ def encode_split(encoder: Encoder, config: EncodeConfig, split: str) -> SplitRes
         shard_size=config.shard_size, show_progress=not config.quiet, mmap=True,
     )  # fmt: skip
     n_docs, dim = cached.embeddings.shape
+    if status == "built" and directory.is_symlink():  # the documents of another split: its cache was linked
+        status = "shared"
     record_path = cached.path / RECORD_NAME
-    if status != "reused" or not record_path.is_file():  # describe the run that produced the vectors
+    if status not in ("reused", "shared") or not record_path.is_file():  # describe the run that made the vectors
         record.derived = {
             "corpus_name": corpus.name,
             "resolved_source": str(source),
@@ -276,7 +281,7 @@ def run(config: EncodeConfig) -> list[SplitResult]:
             except (ValueError, FileNotFoundError, EncoderServiceError) as err:
                 logger.error("%s: %s", split, err)
                 results.append(SplitResult(split, "failed", seconds=time.perf_counter() - start, error=str(err)))
-    counts = {s: sum(r.status == s for r in results) for s in ("built", "resumed", "reused", "parts", "failed")}
+    counts = {s: sum(r.status == s for r in results) for s in ("built", "resumed", "reused", "shared", "parts", "failed")}
     logger.info(
         "encoded %d splits (%s), %d documents in all",
         len(results), ", ".join(f"{n} {s}" for s, n in counts.items() if n), sum(r.n_docs for r in results),

@@ -7,6 +7,11 @@ Layout: ``<cache_root>/doc_emb/<model_name>/<corpus_name>/`` holds
 * ``meta.json`` ``encoder.describe(side="document")`` + ``dim`` + corpus name/fingerprint +
   ``n_docs`` + ``created``; ``status`` is ``"building"`` until the arrays are complete.
 
+One cache per distinct corpus: two corpus names with the same documents (BRIGHT's aops and
+theoremqa_questions share one corpus) share one cache. The second name's directory is a relative symlink
+to the first's, made when it is first asked for, so every path-based reader finds it and nothing is encoded
+twice.
+
 A build encodes ``shard_size`` documents at a time into ``part-XXXXX.npy`` (written atomically),
 so a killed build resumes at the first missing shard; the parts are concatenated and removed at
 the end. ``meta.json`` is written *before* the first shard, so parts are only ever reused by an
@@ -44,7 +49,8 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_SIZE = 1000
 # Keys that record how/when a cache was built, or where the model was read from (its identity is
 # ``model_fingerprint``); they never make two caches incompatible.
-INFORMATIONAL_KEYS = frozenset({"created", "status", "build", "shard_size", "model", "tokenizer"})
+# ``corpus_name`` too: identical corpora under two names share a cache (the fingerprint is what must match).
+INFORMATIONAL_KEYS = frozenset({"created", "status", "build", "shard_size", "model", "tokenizer", "corpus_name"})
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _NORM_TOLERANCE = 1e-3
 Progress = Callable[[int, int], None]  # (documents encoded so far, documents in all)
@@ -110,6 +116,7 @@ def build_or_load_doc_embeddings(
     doc_ids, texts = _validated_corpus(corpus)
     directory = cache_dir(cache_root, model_name, corpus.name)
     expected = _expected_meta(encoder, corpus, len(doc_ids))
+    _share_identical_corpus(directory, expected)
     shard_size_or_done = _open_build(directory, expected, shard_size, encoder)
     if not isinstance(shard_size_or_done, int):
         return _load(directory, shard_size_or_done, doc_ids, mmap)
@@ -157,6 +164,7 @@ def encode_doc_embedding_parts(
     doc_ids, texts = _validated_corpus(corpus)
     directory = cache_dir(cache_root, model_name, corpus.name)
     expected = _expected_meta(encoder, corpus, len(doc_ids))
+    _share_identical_corpus(directory, expected)
     shard_size_or_done = _open_build(directory, expected, shard_size, encoder)
     if not isinstance(shard_size_or_done, int):
         return 0  # already complete
@@ -165,6 +173,25 @@ def encode_doc_embedding_parts(
         f"{model_name}/{corpus.name} [worker {index + 1}/{num_workers}]", on_progress, worker=worker,
     )  # fmt: skip
     return len(parts)
+
+
+def _share_identical_corpus(directory: Path, expected: dict[str, Any]) -> None:
+    """Link ``directory`` to a sibling cache (finished or building) of the same corpus, if there is one.
+
+    Only a directory that does not exist yet is linked; the sibling's settings are then checked like any
+    cache's, so a sibling built with other settings is refused by name, never reused.
+    """
+    if directory.exists() or directory.is_symlink() or not directory.parent.is_dir():
+        return
+    for sibling in sorted(directory.parent.iterdir()):
+        meta_path = sibling / "meta.json"
+        if sibling.is_symlink() or not meta_path.is_file():
+            continue
+        meta = _read_json(meta_path)
+        if meta.get("corpus_fingerprint") == expected["corpus_fingerprint"] and meta.get("n_docs") == expected["n_docs"]:
+            os.symlink(sibling.name, directory, target_is_directory=True)
+            logger.info("corpus %s has the documents of %s: sharing its cache %s", directory.name, sibling.name, sibling)
+            return
 
 
 def _open_build(

@@ -298,3 +298,31 @@ def test_stage_6_and_the_dense_server_reuse_the_cache_stage_1_wrote(
         assert (directory / "embeddings.npy").stat().st_mtime_ns == stamp
     finally:
         subprocess.run(["bash", str(REPO_ROOT / "servers/down.sh"), "--run-dir", str(tmp_path / "servers")], env=env)
+
+
+def test_corpora_with_the_same_documents_share_one_cache(minilm_dir: Path, tmp_path: Path) -> None:
+    """BRIGHT's aops and theoremqa_questions are one corpus: the second split encodes nothing and links."""
+    mirror = tmp_path / "mirror" / "documents"
+    mirror.mkdir(parents=True)
+    rows = [{"id": f"d{i}", "content": f"Document {i} about lemma {i * 7 % 11}."} for i in range(12)]
+    for split, docs in (("aops", rows), ("theoremqa_questions", rows), ("theoremqa_theorems", rows[:-1])):
+        (mirror / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
+    cache_root = tmp_path / "cache"
+    argv = [*_argv(minilm_dir, cache_root, "--source", str(tmp_path / "mirror")), "--split", "aops",
+            "--split", "theoremqa_questions", "--split", "theoremqa_theorems"]  # fmt: skip
+    argv.remove("champ")
+    argv.remove("--split")  # the fixture's champ split; ours follow
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert encode_corpus.main(argv) == 0
+    model_root = _cache(cache_root, minilm_dir).parent
+    assert (model_root / "theoremqa_questions").is_symlink()
+    assert os.readlink(model_root / "theoremqa_questions") == "aops"
+    assert not (model_root / "theoremqa_theorems").is_symlink()  # one document fewer: a corpus of its own
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("theoremqa_questions: shared 12 docs") for line in lines), lines
+    assert any(line.startswith("theoremqa_theorems: built 11 docs") for line in lines), lines
+    before = _snapshot(model_root / "aops")
+    with redirect_stdout(io.StringIO()):
+        assert encode_corpus.main(argv) == 0  # a rerun reuses all three, the shared record included
+    assert _snapshot(model_root / "aops") == before

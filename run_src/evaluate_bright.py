@@ -4,6 +4,11 @@
         --query_type gpt4_reason --output_dir outputs/bright
     python -m run_src.evaluate_bright --task biology --model rader --model_path DIR --hybrid_bm25_alpha auto ...
     python -m run_src.evaluate_bright --task aops --scores run.trec --output_dir outputs/bright
+    python -m run_src.evaluate_bright --task aops --task leetcode --query_type original --query_type gpt4_reason ...
+
+A sweep (``--task`` and ``--query_type`` repeated) runs every combination in one process with the dense
+model loaded once; each combination is its own run directory with its own record, exactly as if it had been
+run alone, and a failing one does not stop the others (the exit status is the worst).
 
 Owns the orchestration of specs/evaluation.md §2.2 plus the BM25 hybrid of §4; the metrics are
 :mod:`models.evaluation.metrics`, the registries :mod:`models.evaluation.tasks`, the retrievers
@@ -83,6 +88,7 @@ from models.retrieval.retrievers import BM25Retriever, DenseRetriever, Retriever
 from models.retrieval.text_formats import query_instruction
 from models.settings import Settings, load_settings
 from models.stage import (
+    EXIT_INTERRUPTED,
     SettingsChanged,
     StageError,
     StageRecord,
@@ -142,7 +148,9 @@ class EvalConfig:
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m run_src.{STAGE}", description=__doc__.splitlines()[0])
     add_config_argument(parser)
-    parser.add_argument("--task", choices=sorted(TASKS), help="BRIGHT split, or champ (required)")
+    parser.add_argument(
+        "--task", action="append", choices=sorted(TASKS), help="BRIGHT split, or champ (required; repeat for a sweep)"
+    )
     parser.add_argument(
         "--model",
         choices=sorted(RETRIEVERS),
@@ -152,7 +160,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model_name", default="", help="run name (default: the --model key, +bm25 for hybrids; --scores: its stem)"
     )
-    parser.add_argument("--query_type", default="original", choices=QUERY_TYPES, help="original or LLM reasoning")
+    parser.add_argument(
+        "--query_type", action="append", choices=QUERY_TYPES, help="original (default) or LLM reasoning; repeatable"
+    )
     parser.add_argument("--long_context", action="store_true", help="long_documents corpus and gold_ids_long")
     parser.add_argument("--bright_dir", default=settings.bright_dir or "hf", help="hf | hf:<repo or dir> | mirror dir")
     add_bright_revision_argument(parser, settings.bright_revision)
@@ -185,11 +195,40 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def parse_config(argv: list[str] | None = None, settings: Settings | None = None) -> EvalConfig:
-    """Parse flags (and ``--config``) into a resolved :class:`EvalConfig`; bad combinations exit via argparse."""
+    """The one run ``argv`` describes (one task, one query type); see :func:`parse_configs` for sweeps."""
+    configs = parse_configs(argv, settings)
+    if len(configs) > 1:
+        raise ValueError(f"these flags describe a sweep of {len(configs)} runs; use parse_configs")
+    return configs[0]
+
+
+def parse_configs(argv: list[str] | None = None, settings: Settings | None = None) -> list[EvalConfig]:
+    """Parse flags (and ``--config``) into one resolved :class:`EvalConfig` per (query type, task) pair.
+
+    Bad combinations exit via argparse before any run starts.
+    """
     settings = settings or load_settings()
     parser = build_parser(settings)
     args = parse_flags(parser, argv)
     require_flags(parser, args, "task", "output_dir")
+    tasks = list(dict.fromkeys(_as_list(args.task)))
+    query_types = list(dict.fromkeys(_as_list(args.query_type) or ["original"]))
+    if args.scores and len(tasks) * len(query_types) > 1:
+        parser.error("--scores evaluates one run file: give one --task and one --query_type")
+    return [_resolve(parser, args, task, query_type, settings) for query_type in query_types for task in tasks]
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """A repeatable flag's values; a ``--config`` record stores one run's value as a plain string."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _resolve(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, task: str, query_type: str, settings: Settings
+) -> EvalConfig:
+    args = argparse.Namespace(**{**vars(args), "task": task, "query_type": query_type})
     if not args.model and not args.scores:
         parser.error("--model is required (a retriever key), unless --scores names a run file to evaluate")
     if args.long_context and args.task in BRIGHT_SPLITS and args.task not in LONG_DOCUMENT_SPLITS:
@@ -285,13 +324,27 @@ def instruction_text(config: EvalConfig) -> str | None:
     return query_instruction(fmt, config.encoder.instruction_split(config.task))
 
 
-def build_retriever(config: EvalConfig, corpus: Corpus) -> Retriever:
+class EncoderPool:
+    """The dense encoders of a sweep, each built once: runs on other splits and query types reuse the model."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[Any, Any] = {}
+
+    def get(self, encoder_config: Any) -> Any:
+        from models.retrieval.encoders import build_encoder
+
+        if encoder_config not in self._encoders:
+            self._encoders[encoder_config] = build_encoder(encoder_config)
+        else:
+            logger.info("reusing the loaded encoder %s", encoder_config.model_name_or_path)
+        return self._encoders[encoder_config]
+
+
+def build_retriever(config: EvalConfig, corpus: Corpus, encoders: EncoderPool | None = None) -> Retriever:
     if not config.is_dense:
         return BM25Retriever.from_corpus(corpus, cache_dir=Path(config.cache_root) / "bm25" / corpus.name)
-    from models.retrieval.encoders import build_encoder
-
     encoder_config = config.encoder.encoder_config(config.long_context)
-    encoder = build_encoder(encoder_config)
+    encoder = (encoders or EncoderPool()).get(encoder_config)
     # The cache is named by the encoder (one rule for every stage), so stage 1 and dense and hybrid runs share it.
     return DenseRetriever.from_cache(
         encoder,
@@ -302,13 +355,15 @@ def build_retriever(config: EvalConfig, corpus: Corpus) -> Retriever:
     )
 
 
-def retrieve(config: EvalConfig, corpus: Corpus, examples: Sequence[Example]) -> Run:
+def retrieve(
+    config: EvalConfig, corpus: Corpus, examples: Sequence[Example], encoders: EncoderPool | None = None
+) -> Run:
     """Top ``top_k`` per query with excluded ids removed before the cut; hybrid when configured.
 
     Queries are encoded shortest first so that each batch pads little (encoders pad to the batch's
     longest text); the run is returned in the examples' order.
     """
-    retriever = build_retriever(config, corpus)
+    retriever = build_retriever(config, corpus, encoders)
     by_length = sorted(examples, key=lambda e: len(e.query))
     alpha = config.hybrid_bm25_alpha
     if alpha is not None and alpha < 1.0:
@@ -356,7 +411,7 @@ def recipe_of(config: EvalConfig) -> str | None:
     return recipe + "+bm25" if recipe and config.hybrid_bm25_alpha is not None else recipe
 
 
-def run_evaluation(config: EvalConfig) -> dict[str, float]:
+def run_evaluation(config: EvalConfig, encoders: EncoderPool | None = None) -> dict[str, float]:
     """Run the stage for ``config``; returns the aggregate metrics (also in ``results.json``).
 
     Everything that can be refused (settings, data, a ``--scores`` file for another split) is checked before
@@ -408,7 +463,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, float]:
         run = read_run(score_path)
     else:
         assert corpus is not None
-        run = retrieve(config, corpus, examples)
+        run = retrieve(config, corpus, examples, encoders)
         atomic_write_json(score_path, run)
         logger.info("wrote %s (%d queries)", score_path, len(run))
 
@@ -447,17 +502,28 @@ def data_summary(config: EvalConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
+    configs = parse_configs(argv)
     configure_logging()
+    encoders = EncoderPool()
+    codes = []
+    for number, config in enumerate(configs, start=1):
 
-    def body() -> None:
-        logger.info("config: %s", config.settings())
-        results = run_evaluation(config)
-        summary = " ".join(f"{key} {results[key]:.5f}" for key in ("NDCG@10", "Recall@10", "Recall@100", "MRR"))
-        print(f"{config.task} {config.model_name} {config.query_type}: {summary} [{data_summary(config)}] "
-              f"-> {config.run_dir}")  # fmt: skip
+        def body(config: EvalConfig = config) -> None:
+            logger.info("config: %s", config.settings())
+            results = run_evaluation(config, encoders)
+            summary = " ".join(f"{key} {results[key]:.5f}" for key in ("NDCG@10", "Recall@10", "Recall@100", "MRR"))
+            print(f"{config.task} {config.model_name} {config.query_type}: {summary} [{data_summary(config)}] "
+                  f"-> {config.run_dir}")  # fmt: skip
 
-    return run_stage(body, name=STAGE)
+        if len(configs) > 1:
+            logger.info("run %d of %d: %s / %s", number, len(configs), config.query_type, config.task)
+        codes.append(run_stage(body, name=STAGE))
+        if codes[-1] == EXIT_INTERRUPTED:
+            break
+    failed = [f"{c.query_type}/{c.task}" for c, code in zip(configs, codes, strict=False) if code != 0]
+    if failed and len(configs) > 1:
+        logger.error("%d of %d runs failed: %s", len(failed), len(configs), ", ".join(failed))
+    return max(codes)
 
 
 if __name__ == "__main__":

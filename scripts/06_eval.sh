@@ -51,16 +51,20 @@ hybrid_name="$RUN_NAME+bm25"
 if [ -n "$HYBRID" ] && [ "$HYBRID" != auto ]; then hybrid_name="$RUN_NAME+bm25_a$HYBRID"; fi
 first_stage_name="$RUN_NAME"
 if [ -n "$HYBRID" ]; then first_stage_name="$hybrid_name"; fi
+# One process per sweep: the model is loaded once for every split and query type.
+sweep_args=()
+for task in $TASKS; do sweep_args+=(--task "$task"); done
+for query_type in $QUERY_TYPES; do sweep_args+=(--query_type "$query_type"); done
+# shellcheck disable=SC2086
+"$PY" -m run_src.evaluate_bright "${sweep_args[@]}" --model "$MODEL_KEY" "${path_args[@]}" --model_name "$RUN_NAME" \
+  --output_dir "$OUTPUT_DIR" $EVAL_ARGS
+if [ -n "$HYBRID" ]; then
+  # shellcheck disable=SC2086
+  "$PY" -m run_src.evaluate_bright "${sweep_args[@]}" --model "$MODEL_KEY" "${path_args[@]}" --model_name "$hybrid_name" \
+    --output_dir "$OUTPUT_DIR" --hybrid_bm25_alpha "$HYBRID" $EVAL_ARGS
+fi
 for query_type in $QUERY_TYPES; do
   for task in $TASKS; do
-    # shellcheck disable=SC2086
-    "$PY" -m run_src.evaluate_bright --task "$task" --model "$MODEL_KEY" "${path_args[@]}" --model_name "$RUN_NAME" \
-      --query_type "$query_type" --output_dir "$OUTPUT_DIR" $EVAL_ARGS
-    if [ -n "$HYBRID" ]; then
-      # shellcheck disable=SC2086
-      "$PY" -m run_src.evaluate_bright --task "$task" --model "$MODEL_KEY" "${path_args[@]}" --model_name "$hybrid_name" \
-        --query_type "$query_type" --output_dir "$OUTPUT_DIR" --hybrid_bm25_alpha "$HYBRID" $EVAL_ARGS
-    fi
     if [ -n "$RERANK" ] && [[ " $RERANK_QUERY_TYPES " == *" $query_type "* ]]; then
       # shellcheck disable=SC2086
       "$PY" -m run_src.rerank --task "$task" --reranker "$RERANK" "${rerank_args[@]}" --top_k "$RERANK_TOP_K" \

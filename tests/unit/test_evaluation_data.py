@@ -154,3 +154,39 @@ def test_later_stages_follow_the_revision_their_inputs_recorded() -> None:
     assert resolve_revision(None, {"old-run": None}) == BRIGHT_REVISION
     with pytest.raises(ValueError, match="run-a: abc; run-b: def"):
         resolve_revision(None, {"run-a": "abc", "run-b": "def"})
+
+
+def test_a_sweep_loads_the_model_once_and_writes_the_runs_alone_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.retrieval import encoders
+
+    built: list[str] = []
+    real_build = encoders.build_encoder
+
+    def counting_build_encoder(config: Any) -> Any:
+        built.append(config.model_name_or_path)
+        return real_build(config)
+
+    monkeypatch.setattr(encoders, "build_encoder", counting_build_encoder)
+    common = ["--model", "minilm", "--bright_dir", str(MINI), "--cache_root", str(tmp_path / "cache")]
+    sweep = [*common, "--output_dir", str(tmp_path / "sweep"), "--task", "biology", "--task", TASK,
+             "--query_type", "original", "--query_type", "gpt4_reason"]  # fmt: skip
+    assert evaluate_bright.main(sweep) == 0
+    assert len(built) == 1
+    runs = sorted(p.parent.relative_to(tmp_path / "sweep").as_posix() for p in (tmp_path / "sweep").rglob("score.json"))
+    assert runs == [f"minilm/{q}/{t}" for q in ("gpt4_reason", "original") for t in ("biology", TASK)]
+    alone = [*common, "--output_dir", str(tmp_path / "alone"), "--task", TASK, "--query_type", "gpt4_reason"]
+    assert evaluate_bright.main(alone) == 0
+    for name in ("score.json", "results.json"):
+        swept = (tmp_path / "sweep" / "minilm" / "gpt4_reason" / TASK / name).read_text()
+        assert swept == (tmp_path / "alone" / "minilm" / "gpt4_reason" / TASK / name).read_text()
+    with pytest.raises(ValueError, match="sweep of 4 runs"):
+        evaluate_bright.parse_config(sweep)
+
+
+def test_a_failing_run_of_a_sweep_does_not_stop_the_others(tmp_path: Path) -> None:
+    argv = ["--model", "bm25", "--bright_dir", str(MINI), "--output_dir", str(tmp_path), "--task", "aops",
+            "--task", TASK]  # fmt: skip  (the mini mirror has no aops split)
+    assert evaluate_bright.main(argv) == EXIT_USAGE
+    assert (tmp_path / "bm25" / "original" / TASK / "results.json").is_file()

@@ -105,7 +105,7 @@ def compare_bm25(index: BM25Index, query_tokens: list[list[str]], repeats: int) 
     # Our idf differs from bm25s' "lucene" variant, so rankings are compared on the matched-term sets only.
     ours_top = [[d for d, _ in hits] for hits in index.search_tokens(query_tokens, 10)]
     theirs_docs, _ = anchor.retrieve(query_tokens, k=10, show_progress=False, n_threads=1)
-    overlap = np.mean([len(set(a) & {index.corpus.doc_ids[i] for i in b}) / 10 for a, b in zip(ours_top, theirs_docs)])
+    overlap = np.mean([len(set(a) & {index.corpus.doc_ids[i] for i in b}) / 10 for a, b in zip(ours_top, theirs_docs, strict=True)])
     logger.info("bm25: top-10 overlap with bm25s %.2f (different idf variants)", overlap)
     single = alternate(
         lambda: [index.search_tokens([q], 10) for q in query_tokens],

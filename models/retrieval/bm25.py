@@ -32,9 +32,9 @@ import logging
 import math
 import os
 from collections import Counter
-from itertools import chain
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from run_src.gpu_check import STEPS, unknown_flags, retriever_argv
+from run_src.gpu_check import STEPS, retriever_argv, unknown_flags
 from tests.conftest import REPO_ROOT
 
 

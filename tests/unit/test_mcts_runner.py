@@ -8,8 +8,8 @@ real-model integration test cannot force: determinism under concurrency, resume,
 from __future__ import annotations
 
 import json
-import time
 import os
+import time
 from pathlib import Path
 
 import pytest

@@ -17,6 +17,18 @@ Scores. ``final = w · rerank + (1 − w) · first_stage`` with the first stage 
 documents are in the output, as in the reference, so metrics at cut-offs above ``--top_k`` are not
 meaningful.
 
+LLM styles. ``--rerank_style`` (llm only) picks how pairs are asked and replies read:
+``ours`` (default: our few-shot chat prompt, temperature 0) or ``published`` (the zero-shot,
+split-specific completion prompts, sampling temperature 0.6 / top-p 0.9 and two-character parser of
+the reranker behind the paper's "+QwenRerank", spec §5.3; a reply without the marker scores 0, an
+unreadable one −1). The style only supplies defaults: ``--temperature``, ``--top_p``,
+``--max_tokens``, ``--seed``, ``--unparsable_score`` and ``--prompt_path`` given explicitly win, and
+``config.json`` records the style with the values that were used.
+
+Length (pointwise only). ``--max_length`` tokens per pair, EOS included; default: the backbone's
+maximum position length (``max_position_embeddings``), not the training limit saved with the model,
+since the authors scored whole ``query: q document: d<eos>`` pairs. The resolved value is recorded.
+
 Queries. ``--query_type`` picks the text the reranker reads. Default: the first stage's query type
 for ``llm`` (QwenRerank read the GPT-4 reasoning, §5.3), ``original`` for ``pointwise`` (the paper's
 rerankers "receive only the question", Table 6).
@@ -44,6 +56,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -58,19 +71,18 @@ from models.evaluation.metrics import DEFAULT_K_VALUES, Run, evaluate_run, read_
 from models.evaluation.recipes import reranked_recipe, run_recipe
 from models.evaluation.runs import gold_ids, postprocess_run, qrels_from_examples
 from models.evaluation.tasks import TASKS
-from models.io_utils import append_jsonl, atomic_write_json
-from models.llm.prompt_templates import load_prompt
+from models.io_utils import atomic_write_json
+from models.reranking.cache import CACHE_NAME, append_query, prepare_cache, read_cache, reusable
 from models.reranking.llm import (
     DEFAULT_RERANK_WEIGHT,
-    PROMPT_PATH,
-    PROMPT_PLACEHOLDERS,
-    STATUSES,
+    OURS,
+    RERANK_STYLES,
     LLMReranker,
     LLMRerankerConfig,
     combine_scores,
-    criterion_for,
     rank_by,
 )
+from models.reranking.style import RerankStyle
 from models.retrieval.corpus import (
     BRIGHT_SPLITS,
     LONG_DOCUMENT_SPLITS,
@@ -95,11 +107,8 @@ from models.stage import (
 logger = logging.getLogger(__name__)
 
 STAGE = "rerank"
-CACHE_SCHEMA_VERSION = 1
 RERANKERS = ("llm", "pointwise")
 DEFAULT_TOP_K = 100  # paper Table 2 "+QwenRerank (top-100)"; Tables 5-6 rerank BM25 top-100
-CACHE_NAME = "rerank_cache.jsonl"
-CACHE_META_NAME = "rerank_cache_meta.json"
 POINTWISE_RERANK_WEIGHT = 1.0
 # Speed, endpoints and locations: recorded, never compared on a rerun.
 INFORMATIONAL = frozenset({"output_dir", "bright_dir", "overwrite", "missing_queries", "base_url", "max_concurrency",
@@ -127,34 +136,44 @@ class RerankConfig:
     max_queries: int | None
     missing_queries: str
     overwrite: bool
-    # llm
+    # llm (None for pointwise)
     base_url: str | None
     max_concurrency: int
     queries_per_batch: int
     timeout_s: float
     max_retries: int
-    max_tokens: int
-    temperature: float
+    rerank_style: str | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
     seed: int | None
     max_doc_chars: int | None
-    unparsable_score: float
-    prompt_path: str
+    unparsable_score: float | None
+    prompt_path: str | None
     # pointwise
     batch_size: int
     base_model: str | None
     merge_lora: bool
     dtype: str
     device: str
+    max_length: int | None  # None before run_rerank resolves the default, or a backbone with no position limit
 
     @property
     def run_dir(self) -> Path:
         task_dir = f"{self.task}_long" if self.long_context else self.task
         return Path(self.output_dir) / self.model_name / self.first_stage_query_type / task_dir
 
+    @property
+    def style(self) -> RerankStyle:
+        """The llm reranking style (``ours`` where none is recorded)."""
+        return RERANK_STYLES[self.rerank_style or OURS.name]
+
     def llm_config(self) -> LLMRerankerConfig:
-        return LLMRerankerConfig(
+        return LLMRerankerConfig.for_style(
+            self.style.name,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            top_p=self.top_p,
             seed=self.seed,
             max_doc_chars=self.max_doc_chars,
             unparsable_score=self.unparsable_score,
@@ -164,9 +183,10 @@ class RerankConfig:
 
 # Settings that change the cached rerank scores of a pair (the rest only change speed or mixing).
 _CACHE_IDENTITY = {
-    "llm": ("task", "reranker", "model", "query_type", "long_context", "max_tokens", "temperature", "seed",
-            "max_doc_chars", "prompt_path"),
-    "pointwise": ("task", "reranker", "model", "query_type", "long_context", "base_model", "merge_lora", "dtype"),
+    "llm": ("task", "reranker", "model", "query_type", "long_context", "rerank_style", "max_tokens", "temperature",
+            "top_p", "seed", "max_doc_chars", "prompt_path"),
+    "pointwise": ("task", "reranker", "model", "query_type", "long_context", "base_model", "merge_lora", "dtype",
+                  "max_length"),
 }  # fmt: skip
 
 
@@ -214,24 +234,46 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     llm.add_argument("--queries_per_batch", type=int, default=4, help="queries whose pairs are sent together")
     llm.add_argument("--timeout_s", type=float, default=600.0, help="per-request timeout")
     llm.add_argument("--max_retries", type=int, default=5, help="retries after timeouts, 429 and 5xx")
-    defaults = LLMRerankerConfig()
-    llm.add_argument("--max_tokens", type=int, default=defaults.max_tokens, help="reply budget")
-    llm.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
-    llm.add_argument("--seed", type=int, default=defaults.seed, help="sampling seed sent to the server")
+    llm.add_argument(
+        "--rerank_style",
+        default=None,
+        choices=sorted(RERANK_STYLES),
+        help="ours (default: few-shot chat prompt, greedy) or published (QwenRerank's zero-shot split prompts, "
+        "sampling 0.6/0.9, two-character parser); the style's values below apply unless given",
+    )
+
+    def style_default(field: str) -> str:
+        return ", ".join(f"{name} {getattr(style.sampling, field)}" for name, style in sorted(RERANK_STYLES.items()))
+
+    llm.add_argument(
+        "--max_tokens", type=int, default=None, help=f"reply budget (default {style_default('max_tokens')})"
+    )
+    llm.add_argument("--temperature", type=float, default=None, help=f"default {style_default('temperature')}")
+    llm.add_argument("--top_p", type=float, default=None, help=f"default {style_default('top_p')}")
+    llm.add_argument(
+        "--seed", type=int, default=None, help=f"sampling seed sent to the server (default {style_default('seed')})"
+    )
     llm.add_argument("--max_doc_chars", type=int, default=None, help="cut documents to this many characters")
     llm.add_argument(
         "--unparsable_score",
         type=float,
-        default=defaults.unparsable_score,
-        help="rerank score (0-1) for replies without a valid score and for failed requests",
+        default=None,
+        help="rerank score (0-1) for replies the style's parser gives no score and for failed requests "
+        f"(default {style_default('unparsable_score')})",
     )
-    llm.add_argument("--prompt_path", default=str(PROMPT_PATH), help="prompt file")
+    llm.add_argument("--prompt_path", default=None, help="prompt file (default: the style's prompt for --task)")
     point = parser.add_argument_group("pointwise reranker")
     point.add_argument("--batch_size", type=int, default=8, help="pairs per forward pass")
     point.add_argument("--base_model", default=None, help="base model under a LoRA reranker (default: recorded)")
     point.add_argument("--merge_lora", action="store_true", help="merge a LoRA adapter before scoring")
     point.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     point.add_argument("--device", default="auto", help="auto = cuda if available else cpu")
+    point.add_argument(
+        "--max_length",
+        type=int,
+        default=None,
+        help="tokens per pair incl. EOS (default: the backbone's maximum position length, not the training limit)",
+    )
     return parser
 
 
@@ -257,8 +299,10 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     if args.long_context and args.task in BRIGHT_SPLITS and args.task not in LONG_DOCUMENT_SPLITS:
         parser.error(f"--long_context: {args.task} has no long_documents (only {', '.join(LONG_DOCUMENT_SPLITS)})")
     for flag in ("top_k", "max_concurrency", "queries_per_batch", "batch_size", "max_tokens"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.max_length is not None and args.max_length < 2:
+        parser.error(f"--max_length must be >= 2 (the pair and its EOS), got {args.max_length}")
     if args.max_queries is not None and args.max_queries < 1:
         parser.error(f"--max_queries must be >= 1, got {args.max_queries}")
 
@@ -282,14 +326,20 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
         model = args.model or settings.generator_model
         if not model:
             parser.error("--reranker llm needs --model (the served model name) or GENERATOR_MODEL")
+        if args.max_length is not None:
+            parser.error("--max_length applies to --reranker pointwise; the llm reranker cuts with --max_doc_chars")
         default_query_type, default_weight = first_stage_query_type, DEFAULT_RERANK_WEIGHT
         base_url = args.base_url or settings.generator_url
+        llm_settings = _llm_settings(parser, args)
     else:
         if not args.model:
             parser.error(
                 "--reranker pointwise needs --model (a directory written by PointwiseReranker.save_pretrained)"
             )
+        if args.rerank_style is not None:
+            parser.error("--rerank_style applies to --reranker llm only")
         model, default_query_type, default_weight, base_url = args.model, "original", POINTWISE_RERANK_WEIGHT, None
+        llm_settings = dict.fromkeys(_LLM_STYLED, None)
     query_type = args.query_type or default_query_type
     weight = args.rerank_weight if args.rerank_weight is not None else default_weight
     if not 0.0 <= weight <= 1.0:
@@ -308,68 +358,37 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
         query_type=query_type,
         rerank_weight=weight,
         base_url=base_url,
+        **llm_settings,
     )
     return RerankConfig(**{**flags, **resolved})
 
 
-# ---------------------------------------------------------------------------------------------- cache
+# The llm settings whose defaults come from --rerank_style (None for pointwise runs, which read none of them).
+_LLM_STYLED = ("rerank_style", "max_tokens", "temperature", "top_p", "seed", "unparsable_score", "prompt_path")
+
+
+def _llm_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The style's sampling, failure score and prompt, with explicitly given flags winning (recorded as used)."""
+    if args.temperature is not None and args.temperature < 0:
+        parser.error(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must be in (0, 1], got {args.top_p}")
+    if args.unparsable_score is not None and not math.isfinite(args.unparsable_score):
+        parser.error(f"--unparsable_score must be a finite number, got {args.unparsable_score}")
+    style = args.rerank_style or OURS.name
+    given = {name: getattr(args, name) for name in _LLM_STYLED if name != "rerank_style"}
+    config = LLMRerankerConfig.for_style(style, **given)
+    resolved = {name: getattr(config, name) for name in _LLM_STYLED if name != "rerank_style"}
+    resolved["prompt_path"] = config.prompt_path or str(RERANK_STYLES[style].prompt_path(args.task))
+    return {"rerank_style": style, **resolved}
 
 
 def _cache_identity(config: RerankConfig) -> dict[str, Any]:
+    """The settings that shape a pair's cached score (the prompt by its bytes)."""
     identity = {name: getattr(config, name) for name in _CACHE_IDENTITY[config.reranker]}
     if config.reranker == "llm":
-        identity["prompt_sha256"] = hashlib.sha256(Path(config.prompt_path).read_bytes()).hexdigest()
-    return {"schema_version": CACHE_SCHEMA_VERSION, **identity}
-
-
-def _prepare_cache(run_dir: Path, config: RerankConfig) -> dict[str, dict[str, Any]]:
-    """Check or start the cache; return the cached records by query id (the last record of a query wins)."""
-    cache, meta_path = run_dir / CACHE_NAME, run_dir / CACHE_META_NAME
-    identity = _cache_identity(config)
-    if config.overwrite:
-        cache.unlink(missing_ok=True)
-    elif meta_path.is_file():
-        stored = json.loads(meta_path.read_text(encoding="utf-8"))
-        differing = sorted(k for k in stored.keys() | identity.keys() if stored.get(k) != identity.get(k))
-        if differing:
-            details = "; ".join(f"{k}: cached {stored.get(k)!r}, now {identity.get(k)!r}" for k in differing)
-            raise ValueError(
-                f"{cache} holds scores made with other settings ({details}); pass --overwrite to score again, "
-                "or --model_name to write a separate run"
-            )
-    elif cache.is_file():
-        raise ValueError(f"{cache} exists without {CACHE_META_NAME}; pass --overwrite to score again")
-    atomic_write_json(meta_path, identity)
-    return _read_cache(cache)
-
-
-def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Cached query records; a torn last line (the run was killed mid-write) is skipped."""
-    records: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return records
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if line_no == len(lines):
-                logger.warning("%s: ignoring a torn last line (the previous run stopped while writing)", path)
-                continue
-            raise ValueError(f"{path} line {line_no} is not JSON; delete the file or pass --overwrite") from None
-        records[record["query_id"]] = record
-    return records
-
-
-def _reusable(record: dict[str, Any] | None, doc_ids: list[str]) -> bool:
-    """A cached query counts if it scored exactly these candidates and no request of it failed."""
-    return (
-        record is not None
-        and record.get("doc_ids") == doc_ids
-        and all(item["status"] != "error" for item in record["items"])
-    )
+        identity["prompt_sha256"] = hashlib.sha256(Path(str(config.prompt_path)).read_bytes()).hexdigest()
+    return identity
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -408,16 +427,21 @@ class _PairScorer:
                 merge_lora=config.merge_lora,
                 dtype=config.dtype,
                 device=config.device,
-            )
+            ).with_max_len(config.max_length)
 
     def check_server(self) -> None:
-        """One tiny request before the run, so a wrong URL or model name fails now, not as N errors."""
-        if self.client is None:
+        """One tiny request of the style's kind before the run, so a wrong URL or model name (or a server
+        without the chat or completion endpoint the style needs) fails now, not as N errors."""
+        if self.client is None or self.llm is None:
             return
         from models.llm.client import LLMServiceError, SamplingParams
 
+        probe, params = "Reply with OK.", SamplingParams(max_tokens=1)
         try:
-            self.client.chat([{"role": "user", "content": "Reply with OK."}], SamplingParams(max_tokens=1))
+            if self.llm.style.kind == "completion":
+                self.client.complete(probe, params)
+            else:
+                self.client.chat([{"role": "user", "content": probe}], params)
         except LLMServiceError as err:
             raise ValueError(
                 f"the generator at {self.config.base_url} (model {self.config.model!r}) does not answer: {err}; "
@@ -437,8 +461,7 @@ class _PairScorer:
             items = [{"score": s, "status": "ok"} for s in scores]
         start = 0
         for query_id, _, doc_ids, _ in batch:
-            record = {"query_id": query_id, "doc_ids": doc_ids, "items": items[start : start + len(doc_ids)]}
-            append_jsonl(self.cache_path, record)
+            append_query(self.cache_path, query_id, doc_ids, items[start : start + len(doc_ids)])
             start += len(doc_ids)
 
     def usage(self) -> dict[str, int] | None:
@@ -450,10 +473,11 @@ class _PairScorer:
 
 
 def describe_reranker(config: RerankConfig) -> dict[str, Any] | None:
-    """What scored the pairs: the prompt's name, version and criterion, or the saved reranker's settings."""
+    """What scored the pairs: the style, prompt name, version and task-specific part, or the saved reranker's
+    settings."""
     if config.reranker == "llm":
-        template = load_prompt(Path(config.prompt_path), placeholders=PROMPT_PLACEHOLDERS)
-        return {"prompt": template.identity(), "criterion": criterion_for(config.task)}
+        prompt_path = config.prompt_path or config.style.prompt_path(config.task)
+        return config.style.describe(config.style.load_template(prompt_path), config.task)
     from models.reranking.pointwise import RERANKER_CONFIG_NAME  # imports torch; the llm path does not need it
 
     saved = Path(config.model) / RERANKER_CONFIG_NAME
@@ -491,15 +515,31 @@ def _candidates(config: RerankConfig, examples: Sequence[Example], all_examples:
 
 
 def _item_score(item: dict[str, Any], config: RerankConfig) -> float:
-    """The cached score, with the current unparsable-reply policy applied to llm items without one."""
-    if config.reranker == "llm" and item["status"] != "ok":
-        return config.unparsable_score
+    """The cached score, with the current unparsable-reply policy applied to llm items the parser gave none."""
+    if config.reranker == "llm":
+        return config.style.score_of(item["status"], item["score"], config.llm_config().unparsable_score)
     return float(item["score"])
+
+
+def resolve_max_length(config: RerankConfig) -> RerankConfig:
+    """Pointwise runs without ``--max_length``: the backbone's position limit, read from its config files
+    (no weights), so that it is recorded and compared on a rerun before anything is loaded."""
+    if config.reranker != "pointwise" or config.max_length is not None:
+        return config
+    from models.reranking.pointwise import backbone_max_positions  # imports torch; the llm path does not need it
+
+    limit = backbone_max_positions(config.model, config.base_model)
+    if limit is None:
+        logger.warning("%s: the backbone config names no position limit; pairs are not truncated", config.model)
+    else:
+        logger.info("--max_length: the backbone's position limit, %d tokens", limit)
+    return dataclasses.replace(config, max_length=limit)
 
 
 def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[str, float]:
     """Run the stage; returns the metrics of the mixed run (also in ``results.json``)."""
     settings = settings or load_settings()
+    config = resolve_max_length(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     source = source_with_champ(config.bright_dir, config.task)
@@ -515,8 +555,8 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
     examples = [e for e in all_examples if gold_ids(e, config.long_context)]
     candidates = _candidates(config, examples, all_examples)
     queries = {e.query_id: e.query for e in examples}
-    cached = _prepare_cache(run_dir, config)
-    todo = [qid for qid, ranking in candidates.items() if not _reusable(cached.get(qid), list(ranking))]
+    cached = prepare_cache(run_dir, _cache_identity(config), config.overwrite)
+    todo = [qid for qid, ranking in candidates.items() if not reusable(cached.get(qid), list(ranking))]
     logger.info(
         "%d queries x top %d: %d cached, %d to score",
         len(candidates),
@@ -542,7 +582,7 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
                     progress.update(len(chunk))
         finally:
             scorer.close()
-        cached = _read_cache(run_dir / CACHE_NAME)
+        cached = read_cache(run_dir / CACHE_NAME)
 
     rerank_run: Run = {}
     final_run: Run = {}
@@ -566,13 +606,14 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
     atomic_write_json(run_dir / "rerank_only_results.json", rerank_results)
     atomic_write_json(run_dir / "per_query.json", per_query)
     atomic_write_json(run_dir / "results.json", aggregate)
-    counts = {status: statuses.get(status, 0) for status in STATUSES}
+    known = config.style.statuses if config.reranker == "llm" else ("ok",)
+    counts = {status: statuses.get(status, 0) for status in (*known, *sorted(set(statuses) - set(known)))}
     derived.update(
         n_queries=len(candidates),
         n_pairs=sum(statuses.values()),
         status_counts=counts,
-        n_unparsable=counts["no_score"] + counts["out_of_range"],
-        n_errors=counts["error"],
+        n_unparsable=sum(n for status, n in counts.items() if status not in ("ok", "error")),
+        n_errors=counts.get("error", 0),
         llm_usage=scorer.usage() if scorer is not None else None,  # None: everything came from the cache
         reranker=describe_reranker(config),
         first_stage_ndcg10=first_results["NDCG@10"],
@@ -581,10 +622,11 @@ def run_rerank(config: RerankConfig, settings: Settings | None = None) -> dict[s
     _write_config(run_dir, config, derived)
     if derived["n_unparsable"] or derived["n_errors"]:
         logger.warning(
-            "%d of %d replies had no valid score and %d requests failed; they scored %.2f (--unparsable_score)",
+            "%d of %d replies had no valid score and %d requests failed (status counts %s; --unparsable_score %s)",
             derived["n_unparsable"],
             derived["n_pairs"],
             derived["n_errors"],
+            counts,
             config.unparsable_score,
         )
     logger.info(

@@ -24,6 +24,7 @@ Interface for training (``run_src/train_reranker.py``)::
 Interface for inference (``run_src/rerank.py``)::
 
     model = PointwiseReranker.from_pretrained(out_dir)      # also a LoRA dir on top of its base model
+    model.with_max_len(backbone_max_positions(out_dir))     # whole pairs, not the training limit
     scores = model.score_pairs(queries, passages, batch_size=8)
 
 A saved directory holds the backbone (full ``save_pretrained`` or a PEFT adapter:
@@ -57,6 +58,8 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 # RaDeR's LoRA targets (training.md §9.6), also used for the reranker (§12.1).
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj", "gate_proj")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Where HF configs keep the longest sequence the positions cover (decoders and BERT; GPT-2; a few others).
+POSITION_LIMIT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,20 @@ class PointwiseReranker(nn.Module):
     def is_lora(self) -> bool:
         return hasattr(self.backbone, "peft_config")
 
+    @property
+    def max_positions(self) -> int | None:
+        """The backbone's position limit (``max_position_embeddings``), or ``None`` when its config names none."""
+        return position_limit(self._backbone_config())
+
+    def with_max_len(self, max_len: int | None) -> PointwiseReranker:
+        """Truncate pairs at ``max_len`` tokens (EOS included; ``None``: never) from now on; returns ``self``.
+
+        Inference sets this: the ``max_len`` saved with the model is the training limit, while RaDeR's
+        ``rerank.py`` scored whole pairs (spec evaluation.md §5.2).
+        """
+        self.format = dataclasses.replace(self.format, max_len=max_len)
+        return self
+
     def _backbone_config(self) -> Any:
         return self.backbone.config
 
@@ -485,6 +502,41 @@ class PointwiseReranker(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def position_limit(config: Any) -> int | None:
+    """The first of :data:`POSITION_LIMIT_FIELDS` that ``config`` sets to a positive int, else ``None``."""
+    for name in POSITION_LIMIT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def backbone_max_positions(path: str | Path, base_model_name_or_path: str | None = None) -> int | None:
+    """The position limit of the backbone a saved reranker directory runs on, from config files only.
+
+    Follows :meth:`PointwiseReranker.from_pretrained`: a full backbone's own config, a LoRA adapter's
+    base (``base_model_name_or_path`` or the recorded one), a SEQ_CLS adapter's base model.
+    """
+    from transformers import AutoConfig
+
+    directory = Path(path)
+    config_path = directory / RERANKER_CONFIG_NAME
+    if config_path.is_file():
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        lora = saved.get("backbone_format") == "lora"
+        source = (base_model_name_or_path or saved["base_model_name_or_path"]) if lora else str(directory)
+    else:
+        adapter = _read_adapter_config(directory)
+        if adapter is None:
+            raise FileNotFoundError(
+                f"{directory} is not a saved reranker: no {RERANKER_CONFIG_NAME} and no {ADAPTER_CONFIG_NAME}"
+            )
+        source = base_model_name_or_path or adapter.get("base_model_name_or_path") or ""
+        if not source:
+            raise ValueError(f"{directory}/{ADAPTER_CONFIG_NAME} names no base model; pass the base")
+    return position_limit(AutoConfig.from_pretrained(source))
 
 
 def _new_head(hidden_size: int, config: Any, generator: torch.Generator | None = None) -> nn.Linear:

@@ -138,7 +138,7 @@ def test_document_truncation_in_the_prompt() -> None:
         client = client_for(server)
         try:
             reranker = LLMReranker(client, LLMRerankerConfig(max_doc_chars=5), task="biology")
-            assert "Document:\nabcde\n" in reranker.messages("q", "abcdefghij")[-1]["content"]
+            assert "Document:\nabcde\n" in reranker.request("q", "abcdefghij")[-1]["content"]
         finally:
             client.close()
 

@@ -198,3 +198,66 @@ def test_sequence_classification_checkpoints_and_the_pad_token_pitfall(smollm2_d
     assert from_adapter.score_pairs(QUERIES, PASSAGES, batch_size=2) == pytest.approx(
         [hf_logit(merged, seq) for seq in ids], abs=1e-5
     )
+
+
+# ---------------------------------------------------------------------------------------------- inference length
+
+
+@pytest.fixture(scope="module")
+def long_context_reranker(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved reranker on a random 2-layer Qwen2 with 4,096 positions, trained (saved) with max_len 512."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    out = tmp_path_factory.mktemp("long_context")
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2Model(config).save_pretrained(str(out / "backbone"))
+    tokenizer.save_pretrained(str(out / "backbone"))
+    model = PointwiseReranker.from_backbone(str(out / "backbone"), fmt=RerankerFormat(max_len=512), seed=0)
+    return model.save_pretrained(out / "reranker")
+
+
+def lengths_reaching_the_backbone(
+    model: PointwiseReranker,
+) -> tuple[list[list[int]], torch.utils.hooks.RemovableHandle]:
+    """Per forward pass, the real (unpadded) token count of each row the backbone receives."""
+    seen: list[list[int]] = []
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append(kwargs["attention_mask"].sum(dim=1).tolist())
+
+    return seen, model.backbone.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_a_2000_token_pair_reaches_the_model_whole_when_asked(long_context_reranker: Path) -> None:
+    from models.reranking.pointwise import backbone_max_positions
+
+    model = PointwiseReranker.from_pretrained(long_context_reranker, device="cpu")
+    assert model.format.max_len == 512  # the training limit saved with the model
+    assert backbone_max_positions(long_context_reranker) == model.max_positions == 4096  # what rerank.py defaults to
+    passage = " ".join(f"lemma {i} holds." for i in range(500))
+    whole = model.tokenizer(format_pair(QUERIES[0], passage, model.format))["input_ids"]
+    assert 2000 <= len(whole) + 1 < 4096  # + the EOS id
+
+    seen, handle = lengths_reaching_the_backbone(model)
+    try:
+        model.score_pairs([QUERIES[0]], [passage])
+        assert seen == [[512]]  # cut at the training limit
+        model.with_max_len(model.max_positions)
+        long_score = model.score_pairs([QUERIES[0]], [passage])[0]
+        assert seen[-1] == [len(whole) + 1]  # nothing cut: every token and the EOS
+        # Batched by length, longest first, scores back in input order and equal to one-by-one scoring.
+        queries, passages = [QUERIES[1], QUERIES[0], QUERIES[2]], [PASSAGES[1], passage, PASSAGES[2]]
+        seen.clear()
+        batched = model.score_pairs(queries, passages, batch_size=1)
+    finally:
+        handle.remove()
+    widths = [row[0] for row in seen]
+    assert widths == sorted(widths, reverse=True) and widths[0] == len(whole) + 1
+    assert batched[1] == pytest.approx(long_score, abs=1e-5)
+    one_by_one = [model.score_pairs([q], [p])[0] for q, p in zip(queries, passages, strict=True)]
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    with pytest.raises(ValueError, match="max_len"):
+        model.with_max_len(1)

@@ -164,3 +164,107 @@ def test_names_query_types_and_run_files(first_stage_dir: Path, tmp_path: Path) 
     with pytest.raises(SystemExit):  # the first stage is a theoremqa_theorems run
         rerank.parse_config(["--task", "aops", "--bright_dir", str(MINI), "--output_dir", str(tmp_path), "--reranker",
                              "llm", "--model", "m", "--first_stage_dir", str(first_stage_dir)])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- --rerank_style
+
+PUBLISHED_REPLIES = {"Pythagorean": " Relevance score: 5.", "Fermat": "Relevance score: **4**",
+                     "Intermediate": "Relevance score: 1.", "Bayes": "I cannot tell."}  # fmt: skip
+
+
+def published_script(document: str) -> str:
+    return next(reply for key, reply in PUBLISHED_REPLIES.items() if document.startswith(key))
+
+
+def test_published_style_records_its_settings_and_a_style_change_is_refused(first_stage_dir: Path) -> None:
+    from models.stage import SettingsChanged
+
+    with ScriptedRerankFake(published_script) as server:
+        argv = rerank_argv(first_stage_dir, server, "--rerank_style", "published", "--model_name", "qwenrerank")
+        assert rerank.main(argv) == 0
+        asked = server.rerank_requests()
+    assert len(asked) == 6 and all(body["prompt"].startswith('"I am searching') for body in asked)  # completions
+    assert all("Pythagorean theorem the height" in b["prompt"] for b in asked if "ladder" in b["prompt"])
+    run_dir = first_stage_dir.parents[2] / "qwenrerank" / "gpt4_reason" / "theoremqa_theorems"
+    config = read(run_dir, "config.json")
+    settings = config["settings"]
+    assert settings["rerank_style"] == "published"
+    assert [settings[k] for k in ("temperature", "top_p", "max_tokens", "seed", "unparsable_score")] == [
+        0.6, 0.9, 32, 0, -1.0
+    ]  # fmt: skip
+    assert settings["prompt_path"].endswith("prompts/rerank_published_theoremqa.txt")
+    derived = config["derived"]
+    assert derived["reranker"]["style"] == "published" and derived["reranker"]["family"] == "theoremqa"
+    assert derived["status_counts"] == {"ok": 4, "no_score": 1, "unreadable": 1, "out_of_range": 0, "error": 0}
+    assert derived["n_unparsable"] == 2
+    # No marker (Bayes) scores 0, an unreadable score (Fermat, **4**) -1; mixed 0.5/0.5 with the raw first stage.
+    rerank_scores, final = read(run_dir, "rerank_scores.json"), read(run_dir, "score.json")
+    assert rerank_scores[LADDER] == {"101": 1.0, "103": 0.2, "104": 0.0}
+    assert rerank_scores[REMAINDER] == {"101": 1.0, "103": 0.2, "102": -1.0}
+    assert list(final[REMAINDER]) == ["101", "103", "102"]
+    assert final[REMAINDER] == pytest.approx({"101": 0.8, "103": 0.35, "102": -0.14})
+
+    with ScriptedRerankFake(published_script) as server:
+        # The style's own values given explicitly are the same settings: resumed from the cache.
+        assert rerank.main([*argv, "--temperature", "0.6", "--top_p", "0.9"]) == 0
+        # Another style, or an explicit value that differs from the style's, is another run: refused.
+        assert rerank.main([*argv[:-4], "--model_name", "qwenrerank"]) == 2
+        assert rerank.main([*argv, "--temperature", "0"]) == 2
+        assert server.rerank_requests() == []
+    ours = rerank.parse_config([a for a in argv if a not in ("--rerank_style", "published")])
+    assert ours.rerank_style == "ours" and ours.temperature == 0.0
+    with pytest.raises(SettingsChanged, match='--rerank_style: stored "published", now "ours"'):
+        rerank.run_rerank(ours)
+
+
+def test_style_and_length_flags_are_checked(first_stage_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--task", "theoremqa_theorems", "--bright_dir", str(MINI), "--output_dir", str(first_stage_dir),
+            "--first_stage_dir", str(first_stage_dir)]  # fmt: skip
+    explicit = rerank.parse_config([*base, "--reranker", "llm", "--model", "m", "--rerank_style", "published",
+                                    "--temperature", "0", "--prompt_path", str(rerank.OURS.prompt_path(None))])  # fmt: skip
+    assert (explicit.rerank_style, explicit.temperature, explicit.top_p) == ("published", 0.0, 0.9)
+    point = rerank.parse_config([*base, "--reranker", "pointwise", "--model", "/m/r"])
+    assert point.rerank_style is None and point.temperature is None and point.max_length is None
+    for extra, flag in [
+        (["--reranker", "pointwise", "--model", "/m/r", "--rerank_style", "published"], "--rerank_style"),
+        (["--reranker", "llm", "--model", "m", "--max_length", "512"], "--max_length"),
+        (["--reranker", "pointwise", "--model", "/m/r", "--max_length", "1"], "--max_length"),
+        (["--reranker", "llm", "--model", "m", "--top_p", "0"], "--top_p"),
+        (["--reranker", "llm", "--model", "m", "--temperature", "-1"], "--temperature"),
+        (["--reranker", "llm", "--model", "m", "--rerank_style", "qwen"], "--rerank_style"),
+    ]:
+        with pytest.raises(SystemExit):
+            rerank.parse_config([*base, *extra])
+        assert flag in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- --max_length
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_pointwise_length_defaults_to_the_backbone_limit_and_is_recorded(
+    first_stage_dir: Path, smollm2_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    from models.reranking.pointwise import PointwiseReranker, RerankerFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=3000)  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2Model(config).save_pretrained(str(tmp_path / "backbone"))
+    tokenizer.save_pretrained(str(tmp_path / "backbone"))
+    model = PointwiseReranker.from_backbone(str(tmp_path / "backbone"), fmt=RerankerFormat(max_len=64), seed=0)
+    model.save_pretrained(tmp_path / "reranker")
+
+    argv = ["--task", "theoremqa_theorems", "--reranker", "pointwise", "--model", str(tmp_path / "reranker"),
+            "--first_stage_dir", str(first_stage_dir), "--bright_dir", str(MINI), "--device", "cpu",
+            "--output_dir", str(first_stage_dir.parents[2]), "--top_k", "3", "--model_name", "point"]  # fmt: skip
+    assert rerank.main(argv) == 0
+    run_dir = first_stage_dir.parents[2] / "point" / "gpt4_reason" / "theoremqa_theorems"
+    settings = read(run_dir, "config.json")["settings"]
+    assert settings["max_length"] == 3000 and settings["rerank_style"] is None  # not the saved 64
+    assert rerank.main([*argv, "--max_length", "3000"]) == 0  # the same setting, given explicitly
+    assert rerank.main([*argv, "--max_length", "64"]) == 2  # another length is another run

@@ -3,7 +3,11 @@
 
 A task knows whether it is a math task (the BM25 hybrid keeps the dense run there, paper §6.1) and whose
 BRIGHT instruction it uses. A retriever key gives the defaults of its encoder flags (pooling, text format,
-model path); the flags given on the command line override them.
+model path, lengths, dtype, remote code); the flags given on the command line override them.
+
+BRIGHT's baseline rows (spec evaluation.md §3) have keys that run them as BRIGHT's ``retrievers.py`` does:
+``gte-qwen2`` (BRIGHT's ``qwen2``), ``qwen``, ``sf``, ``e5``, ``bge``, ``inst-l``, ``inst-xl``. ``grit`` is listed
+but refused, with the reason, because our encoders cannot run GritLM's embedding mode.
 
 Usage::
 
@@ -57,6 +61,43 @@ class RetrieverSpec:
     default_model_path: Callable[[Settings], str] | None = None
     query_max_len: int | None = None
     doc_max_len: int | None = None
+    dtype: str = ""  # fills --dtype auto; BRIGHT loaded every baseline in float32 (transformers 4.40's default)
+    trust_remote_code: bool = False  # BRIGHT's trust_remote_code=True for the gte-Qwen models
+    refused: str = ""  # why this key cannot be run faithfully; non-empty keys are refused with it
+
+
+def _bright_decoder(
+    model: str, text_format: str, hub_id: str, max_len: int, *, trust_remote_code: bool = False
+) -> RetrieverSpec:
+    """A BRIGHT retrieval_sf_qwen_e5 baseline: instruction + query, the tokenizer's own special tokens,
+    last-token pooling, one length for both sides, float32."""
+    return RetrieverSpec(
+        "dense",
+        f"{model} as BRIGHT ran it: BRIGHT's 'Instruct: ...\\nQuery: ' instructions, no prefixes or added EOS, "
+        f"last-token pooling, {max_len} tokens, float32" + (", its own remote code" if trust_remote_code else ""),
+        "last",
+        text_format,
+        lambda settings: hub_id,
+        query_max_len=max_len,
+        doc_max_len=max_len,
+        dtype="float32",
+        trust_remote_code=trust_remote_code,
+    )
+
+
+def _bright_instructor(model: str, hub_id: str) -> RetrieverSpec:
+    """A BRIGHT retrieval_instructor baseline: per-split query and document instructions left out of the mean."""
+    return RetrieverSpec(
+        "dense",
+        f"{model} as BRIGHT ran it: BRIGHT's query and per-split document instructions, mean pooling over the "
+        "text tokens only, the Dense projection, 2048 tokens, float32",
+        "mean_without_instruction",
+        "bright_instructor",
+        lambda settings: hub_id,
+        query_max_len=2048,
+        doc_max_len=2048,
+        dtype="float32",
+    )
 
 
 def _minilm_path(_: Settings) -> str:
@@ -91,23 +132,55 @@ RETRIEVERS: dict[str, RetrieverSpec] = {
         "repllama_ref_eval",
         lambda settings: settings.repllama_model_path,
     ),
-    # BRIGHT's "qwen2" baseline (Tables 1-2, "Qwen2"): evaluated as BRIGHT ran it.
-    "gte-qwen2": RetrieverSpec(
-        "dense",
-        "gte-Qwen2-7B-instruct as BRIGHT ran it: no prefixes, BRIGHT's qwen2 instructions, last-token pooling, 8192 tokens",
-        "last",
+    # BRIGHT's baselines (spec evaluation.md §3 catalogue, retrievers.py @ d99e839), evaluated as BRIGHT ran them.
+    # Hub ids are the repos BRIGHT loads, in the Hub's own spelling (BRIGHT writes them lower-case; the Hub
+    # resolves either, a local Hub cache only the one it downloaded). retrieval_sf_qwen_e5 truncates queries
+    # and documents to one max_length (4096 or 8192), last-token pools and L2-normalises.
+    "gte-qwen2": _bright_decoder(
+        "gte-Qwen2-7B-instruct (BRIGHT's qwen2)",
         "bright_qwen2",
-        lambda settings: "Alibaba-NLP/gte-Qwen2-7B-instruct",
-        query_max_len=8192,
-        doc_max_len=8192,
+        "Alibaba-NLP/gte-Qwen2-7B-instruct",
+        8192,
+        trust_remote_code=True,
+    ),
+    "qwen": _bright_decoder(
+        "gte-Qwen1.5-7B-instruct", "bright_qwen", "Alibaba-NLP/gte-Qwen1.5-7B-instruct", 8192, trust_remote_code=True
+    ),
+    "sf": _bright_decoder("SFR-Embedding-Mistral", "bright_sf", "Salesforce/SFR-Embedding-Mistral", 4096),
+    "e5": _bright_decoder("e5-mistral-7b-instruct", "bright_e5", "intfloat/e5-mistral-7b-instruct", 4096),
+    # retrieval_sbert_bge: SentenceTransformer (CLS pooling, normalised, max_seq_length 512), instruction on queries.
+    "bge": RetrieverSpec(
+        "dense",
+        "bge-large-en-v1.5 as BRIGHT ran it: its query instruction, CLS pooling, 512 tokens, float32",
+        "cls",
+        "bright_bge",
+        lambda settings: "BAAI/bge-large-en-v1.5",
+        query_max_len=512,
+        doc_max_len=512,
+        dtype="float32",
+    ),
+    # retrieval_instructor: SentenceTransformer with prompt= per side, set_pooling_include_prompt(False),
+    # max_seq_length = 2048 for both sides; the 2_Dense projection is applied by the encoder.
+    "inst-l": _bright_instructor("Instructor-L", "hkunlp/instructor-large"),
+    "inst-xl": _bright_instructor("Instructor-XL", "hkunlp/instructor-xl"),
+    "grit": RetrieverSpec(
+        "dense",
+        "GritLM-7B: refused (its embedding mode is not something our encoders run)",
+        refused="GritLM-7B as BRIGHT ran it (gritlm's GritLM(mode='embedding')) embeds with bidirectional "
+        "attention (is_causal=False on its custom Mistral) and mean-pools only the tokens after its "
+        "'<|user|>...<|embed|>\\n' instruction; our transformers encoder runs the stock causal Mistral, so its "
+        "vectors would not be GritLM's. Run this row with BRIGHT's own retrievers.py",
     ),
 }
-DENSE_RETRIEVERS = {name: spec for name, spec in RETRIEVERS.items() if spec.kind == "dense"}
+DENSE_RETRIEVERS = {name: spec for name, spec in RETRIEVERS.items() if spec.kind == "dense" and not spec.refused}
 
 
 def encoder_flags_for(key: str, flags: EncoderFlags, settings: Settings) -> EncoderFlags:
-    """``flags`` with the empty ones filled from the dense retriever ``key`` (its model path, pooling, format)."""
+    """``flags`` with the empty ones filled from the dense retriever ``key`` (model path, pooling, format,
+    lengths, dtype, remote code); ``ValueError`` naming the reason for a refused key."""
     spec = RETRIEVERS[key]
+    if spec.refused:
+        raise ValueError(f"--model {key} is refused: {spec.refused}")
     filled = flags.with_defaults(
         model_path=spec.default_model_path(settings) if spec.default_model_path else "",
         pooling=spec.pooling,
@@ -117,6 +190,8 @@ def encoder_flags_for(key: str, flags: EncoderFlags, settings: Settings) -> Enco
         filled,
         query_max_len=filled.query_max_len if filled.query_max_len is not None else spec.query_max_len,
         doc_max_len=filled.doc_max_len if filled.doc_max_len is not None else spec.doc_max_len,
+        dtype=spec.dtype if filled.dtype == "auto" and spec.dtype else filled.dtype,
+        trust_remote_code=filled.trust_remote_code if filled.trust_remote_code is not None else spec.trust_remote_code,
     )
 
 

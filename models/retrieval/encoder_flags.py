@@ -4,15 +4,21 @@ Stage 1 (``encode_corpus``), the retriever servers (``serve_retriever``), evalua
 ``evaluate_rarb``) and query synthesis (``generate_queries``, with the prefix ``dense_``) all take these
 flags from :func:`add_encoder_arguments`, with one spelling each::
 
-    --model_path --tokenizer --pooling --text_format --instruction_task --query_instruction
-    --query_max_len --doc_max_len --encode_batch_size --dtype --device
+    --model_path --tokenizer --pooling --text_format --eos_token --instruction_task --query_instruction
+    --query_max_len --doc_max_len --encode_batch_size --dtype --device --trust_remote_code
     --encoder_backend --encoder_url --served_model_name
+
+``--eos_token`` forces the EOS string a format appends (instead of the tokenizer's: the RaDeR reference's
+query path hard-coded Qwen2.5-14B-Instruct's ``<|im_end|>`` for every checkpoint, spec §10 pitfall 6); a
+format that appends no EOS refuses it. A format whose family instructs documents per split (Instructor)
+takes the split from ``--instruction_task``, and a stage without that flag cannot use it.
 
 Cache naming (DESIGN.md §3): ``<cache_root>/doc_emb/<doc_cache_name>/<corpus>/``. The name is derived
 only from what determines the document vectors: the model's identity (a fingerprint of its files, see
 :mod:`models.retrieval.model_identity`, so two checkpoints in folders of the same name never share a cache
 and a copied checkpoint still finds its own), the pooling, normalisation, the document side of the text
-format (prefix, instruction, EOS) and the document length limit. Query-side settings (query prefix,
+format (prefix, instruction, EOS, stripping), the document length limit and whether the checkpoint's own
+code runs. Query-side settings (query prefix,
 instructions, query length), batch size, dtype, device and backend do not change it. It reads
 ``<model folder>-<text format>-<10 hex digits>``, e.g. ``rader-qwen2.5-7b-merged-rader-3f2a9c1d0e``.
 
@@ -36,11 +42,20 @@ from typing import Any
 
 from models.retrieval.encoders import BACKENDS, DTYPES, POOLINGS, EncoderConfig
 from models.retrieval.model_identity import model_fingerprint
-from models.retrieval.text_formats import PRESETS, TextFormat, get_format
+from models.retrieval.text_formats import PRESETS, TextFormat, get_format, with_document_instruction
 
 NO_INSTRUCTION = "none"
 # Encoder flags that change how fast vectors are computed, never which: informational in every stage.
 INFORMATIONAL_ENCODER_FLAGS = ("encode_batch_size", "device", "encoder_backend", "encoder_url", "served_model_name")
+# The pooling each BRIGHT-baseline format was run with (spec evaluation.md §3), when --pooling is not given.
+FORMAT_POOLINGS = {
+    "bright_qwen2": "last",
+    "bright_qwen": "last",
+    "bright_sf": "last",
+    "bright_e5": "last",
+    "bright_bge": "cls",
+    "bright_instructor": "mean_without_instruction",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class EncoderFlags:
     tokenizer: str | None = None
     pooling: str = ""
     text_format: str = ""
+    eos_token: str | None = None
     instruction_task: str = ""
     query_instruction: str | None = None
     query_max_len: int | None = None
@@ -61,6 +77,7 @@ class EncoderFlags:
     encoder_backend: str = "transformers"
     encoder_url: str | None = None
     served_model_name: str | None = None
+    trust_remote_code: bool | None = None  # None: the retriever key's choice (False without one)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, prefix: str = "") -> EncoderFlags:
@@ -88,10 +105,22 @@ class EncoderFlags:
         return self.instruction_task or task
 
     def text_format_for(self, long_context: bool = False) -> TextFormat:
+        """The preset with these flags applied: literal query instruction, forced EOS, long-document
+        instructions, and a per-split document instruction fixed from ``--instruction_task``."""
         fmt = get_format(self.text_format or "rader")
         if self.query_instruction is not None:
             fmt = dataclasses.replace(fmt, query_instruction=self.query_instruction)
-        return dataclasses.replace(fmt, long_context=True) if long_context else fmt
+        if self.eos_token is not None:
+            if not self.eos_token:
+                raise ValueError("--eos_token is empty; give the EOS string (e.g. '<|im_end|>') or leave the flag out")
+            if not fmt.append_eos:
+                raise ValueError(eos_refusal(self.eos_token, fmt))
+            fmt = dataclasses.replace(fmt, eos_token=self.eos_token)
+        if long_context:
+            fmt = dataclasses.replace(fmt, long_context=True)
+        if self.instruction_task == NO_INSTRUCTION:
+            return fmt
+        return with_document_instruction(fmt, self.instruction_task or None)
 
     def encoder_config(self, long_context: bool = False) -> EncoderConfig:
         """The :class:`EncoderConfig` these flags describe; ``ValueError`` for inconsistent ones."""
@@ -110,12 +139,25 @@ class EncoderFlags:
             backend=self.encoder_backend,
             server_url=self.encoder_url,
             served_model_name=self.served_model_name,
+            trust_remote_code=bool(self.trust_remote_code),
         )
 
 
 def default_pooling(text_format: str) -> str:
-    """``eos`` when the preset appends an EOS token (RaDeR/RepLLaMA decoders), else ``mean`` (sentence encoders)."""
+    """A BRIGHT baseline's own pooling (:data:`FORMAT_POOLINGS`); else ``eos`` when the preset appends an EOS
+    token (RaDeR/RepLLaMA decoders) and ``mean`` otherwise (sentence encoders)."""
+    if text_format in FORMAT_POOLINGS:
+        return FORMAT_POOLINGS[text_format]
     return "eos" if get_format(text_format).append_eos else "mean"
+
+
+def eos_refusal(eos_token: str, fmt: TextFormat, flag: str = "--eos_token") -> str:
+    """The message for an EOS string forced on a format that appends none."""
+    eos_formats = sorted(name for name, preset in PRESETS.items() if preset.append_eos)
+    return (
+        f"{flag} {eos_token!r}: text format {fmt.name!r} appends no EOS, so there is nothing to replace; "
+        f"drop {flag} or pick a format that appends one ({', '.join(eos_formats)})"
+    )
 
 
 def add_encoder_arguments(
@@ -142,6 +184,11 @@ def add_encoder_arguments(
     flag("tokenizer", default=d.tokenizer, help="tokenizer directory or Hub id, when not the model's own")
     flag("pooling", default=d.pooling, choices=["", *POOLINGS], help="empty: eos when the format appends EOS, else mean")
     flag("text_format", default=d.text_format, choices=["", *sorted(PRESETS)], help="prefixes/EOS preset")
+    flag(
+        "eos_token",
+        default=d.eos_token,
+        help="EOS string the format appends, instead of the tokenizer's eos_token (e.g. '<|im_end|>')",
+    )
     if not documents_only:
         flag(
             "instruction_task",
@@ -157,6 +204,12 @@ def add_encoder_arguments(
     flag("encoder_backend", default=d.encoder_backend, choices=BACKENDS, help="in-process or a vLLM embedding server")
     flag("encoder_url", default=d.encoder_url, help="vllm-server: base URL of the embedding server")
     flag("served_model_name", default=d.served_model_name, help="vllm-server: the model's name on the server")
+    flag(
+        "trust_remote_code",
+        action=argparse.BooleanOptionalAction,
+        default=d.trust_remote_code,
+        help="run the checkpoint's own modelling/tokenizer code (default: the --model key's choice, else no)",
+    )
 
 
 def check_encoder_flags(flags: EncoderFlags, flag_prefix: str = "") -> str | None:
@@ -165,6 +218,12 @@ def check_encoder_flags(flags: EncoderFlags, flag_prefix: str = "") -> str | Non
         return f"--{flag_prefix}encode_batch_size must be >= 1, got {flags.encode_batch_size}"
     if flags.encoder_backend == "vllm-server" and not flags.encoder_url:
         return f"--{flag_prefix}encoder_backend vllm-server needs --{flag_prefix}encoder_url (e.g. http://127.0.0.1:8002)"
+    if flags.eos_token is not None:
+        if not flags.eos_token:
+            return f"--{flag_prefix}eos_token is empty; give the EOS string (e.g. '<|im_end|>') or leave the flag out"
+        fmt = get_format(flags.text_format or "rader")
+        if not fmt.append_eos:
+            return eos_refusal(flags.eos_token, fmt, f"--{flag_prefix}eos_token")
     if not flags.model_path:
         return None
     try:
@@ -188,6 +247,11 @@ def doc_cache_name(config: EncoderConfig) -> str:
         "eos_token": fmt.eos_token,
         "doc_max_len": config.doc_max_len,
     }
+    # Only when set, so the names of caches built before these settings existed stay the same.
+    if fmt.strip:
+        determining["strip"] = True
+    if config.trust_remote_code:
+        determining["trust_remote_code"] = True
     digest = hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(config.model_name_or_path.rstrip("/")).name or "model"
     safe = "".join(c if c.isalnum() or c in "._+-" else "-" for c in folder).lstrip("._+-") or "model"

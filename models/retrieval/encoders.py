@@ -5,8 +5,13 @@ Owns tokenisation, pooling and normalisation at inference time; the strings them
 
 * ``transformers``: decoder LLMs with ``eos``/``last`` pooling (EOS *id* appended after
   truncation, as Tevatron's collator does, training.md §9.2), sentence encoders with attention-
-  masked ``mean`` pooling, or ``cls``. Padding may be left or right: pooling always reads the
-  last (or first) non-pad position, and left padding passes explicit position ids.
+  masked ``mean`` pooling, or ``cls``. ``mean_without_instruction`` is the mean over the text's
+  tokens only: the instruction's tokens (counted as sentence-transformers counts a prompt) are
+  masked out of the pool, as Instructor is run (BRIGHT ``set_pooling_include_prompt(False)``).
+  Encoder-decoder checkpoints (T5: Instructor) run their encoder only, and a sentence-transformers
+  folder's ``Dense`` projections are applied after pooling (:mod:`models.retrieval.st_modules`).
+  Padding may be left or right: pooling always reads the last (or first) non-pad position, and
+  left padding passes explicit position ids.
 * ``vllm-server``: OpenAI-compatible ``/v1/embeddings`` (vLLM ``--runner pooling --convert embed
   --pooler-config '{"pooling_type":"LAST","use_activation":true}'``). vLLM's tokenizer adds no
   EOS, so the EOS *string* is appended to the text; with a max length set, texts are tokenised
@@ -40,14 +45,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from models.retrieval.model_identity import model_fingerprint
-from models.retrieval.text_formats import PLAIN, TextFormat, format_document, format_query
+from models.retrieval.pooling import INSTRUCTION_FREE_POOLINGS, POOLINGS, instruction_token_count, pool_hidden_states
+from models.retrieval.st_modules import load_dense_modules
+from models.retrieval.text_formats import (
+    PLAIN,
+    TextFormat,
+    document_instruction,
+    format_document,
+    format_query,
+    query_instruction,
+)
 
 if TYPE_CHECKING:
     import httpx
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("eos", "last", "mean", "cls")
 BACKENDS = ("transformers", "vllm-server")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Statuses worth retrying: the server is busy, restarting or timed out; anything else is our fault.
@@ -83,6 +96,7 @@ class EncoderConfig:
     backend: str = field(default="transformers", metadata={"help": f"one of {BACKENDS}"})
     server_url: str | None = field(default=None, metadata={"help": "vllm-server base URL, e.g. http://host:8001"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name on the server"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "run the checkpoint's own model/tokenizer code"})
     timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout"})
     max_retries: int = field(default=5, metadata={"help": "retries after the first failed request"})
     backoff_base_s: float = field(default=1.0, metadata={"help": "first retry delay, doubled each time"})
@@ -99,6 +113,11 @@ class EncoderConfig:
             raise ValueError(
                 f"pooling='eos' pools an appended EOS token but text format {self.text_format.name!r} has "
                 "append_eos=False; use a format with append_eos=True or pooling='last'"
+            )
+        if self.pooling in INSTRUCTION_FREE_POOLINGS and self.backend != "transformers":
+            raise ValueError(
+                f"pooling={self.pooling!r} masks the instruction's tokens out of the pool, which only the "
+                "transformers backend can do (a vLLM server pools on its own)"
             )
         for name in ("query_max_len", "doc_max_len"):
             value = getattr(self, name)
@@ -136,19 +155,29 @@ class Encoder(ABC):
         """Embedding width, read from the model or the server (never assumed)."""
 
     @abstractmethod
-    def _embed(self, texts: list[str], max_len: int | None, desc: str, show_progress: bool) -> np.ndarray:
-        """Embed strings that are formatted *without* EOS; the backend appends it its own way."""
+    def _embed(
+        self, texts: list[str], max_len: int | None, desc: str, show_progress: bool, instruction: str = ""
+    ) -> np.ndarray:
+        """Embed strings that are formatted *without* EOS; the backend appends it its own way.
+
+        ``instruction`` is the part every string starts with before its text (prefix + instruction),
+        for poolings that leave it out.
+        """
 
     def encode_queries(self, texts: Sequence[str], task: str | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed queries; ``task`` (a BRIGHT split key) selects the instruction, if the format has one."""
-        formatted = [format_query(t, self.text_format, task, with_eos=False) for t in texts]
-        return self._finish(self._embed(formatted, self.config.query_max_len, "encode queries", show_progress))
+        fmt = self.text_format
+        formatted = [format_query(t, fmt, task, with_eos=False) for t in texts]
+        lead = _lead(fmt.query_prefix + query_instruction(fmt, task), fmt)
+        return self._finish(self._embed(formatted, self.config.query_max_len, "encode queries", show_progress, lead))
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
-        """Embed documents. A per-split document instruction (instructor, GritLM) goes in
-        ``text_format.doc_instruction``, e.g. ``instruction_for("inst-l", split, side="document")``."""
-        formatted = [format_document(t, self.text_format, with_eos=False) for t in texts]
-        return self._finish(self._embed(formatted, self.config.doc_max_len, "encode documents", show_progress))
+        """Embed documents. A per-split document instruction (Instructor) goes in ``text_format.doc_instruction``
+        (:func:`models.retrieval.text_formats.with_document_instruction`)."""
+        fmt = self.text_format
+        formatted = [format_document(t, fmt, with_eos=False) for t in texts]
+        lead = _lead(fmt.doc_prefix + document_instruction(fmt), fmt)
+        return self._finish(self._embed(formatted, self.config.doc_max_len, "encode documents", show_progress, lead))
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
@@ -178,6 +207,14 @@ class Encoder(ABC):
             # The truncation used when a max_len flag is None (the model's own limit).
             "model_max_len": getattr(self, "_model_max_len", None),
         }
+        # Listed only when set, so caches built before these settings existed keep matching.
+        if cfg.trust_remote_code:
+            info["trust_remote_code"] = True
+        if fmt.strip:
+            info["strip"] = True
+        dense = getattr(self, "_dense_shapes", None)
+        if dense:
+            info["dense_modules"] = dense
         if side in ("document", "both"):
             info.update(doc_prefix=fmt.doc_prefix, doc_instruction=fmt.doc_instruction, doc_max_len=cfg.doc_max_len)
         if side in ("query", "both"):
@@ -200,6 +237,12 @@ class Encoder(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lead(instruction: str, fmt: TextFormat) -> str:
+    # REF: sentence-transformers before v5 measured a prompt by tokenising it alone as an input, i.e.
+    # stripped (Instructor's 'paragraphs: ' would otherwise count T5's trailing '▁' token).
+    return instruction.strip() if fmt.strip else instruction
 
 
 def build_encoder(config: EncoderConfig, *, http_client: httpx.Client | None = None) -> Encoder:
@@ -277,10 +320,25 @@ def _has_tokenizer(path: str) -> bool:
     return any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
-def _load_tokenizer(path: str) -> Any:
+def _load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def _load_model(path: str, dtype: Any, trust_remote_code: bool) -> tuple[Any, bool]:
+    """The bare model and whether it is an encoder-only half: ``AutoModel``, or only the encoder of an
+    encoder-decoder checkpoint (T5, or a saved ``T5EncoderModel`` such as Instructor), as sentence-transformers
+    loads T5."""
+    from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding
+
+    model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    architectures = getattr(model_config, "architectures", None) or []
+    encoder_half = getattr(model_config, "is_encoder_decoder", False) or any(
+        name.endswith("EncoderModel") for name in architectures
+    )
+    loader = AutoModelForTextEncoding if encoder_half else AutoModel
+    return loader.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code), bool(encoder_half)
 
 
 # --- transformers backend ------------------------------------------------------------------------
@@ -302,7 +360,7 @@ class TransformersEncoder(Encoder):
         tokenizer_source = config.tokenizer_name_or_path or config.model_name_or_path
         if adapter_base and not config.tokenizer_name_or_path and not _has_tokenizer(config.model_name_or_path):
             tokenizer_source = adapter_base  # an adapter saved without its tokenizer uses the base model's
-        self.tokenizer = _load_tokenizer(tokenizer_source)
+        self.tokenizer = _load_tokenizer(tokenizer_source, config.trust_remote_code)
         fmt = config.text_format.with_eos(self.tokenizer.eos_token)
         super().__init__(config, fmt)
         self._eos_id = _eos_id(self.tokenizer, fmt.eos_token) if fmt.append_eos else None
@@ -311,16 +369,22 @@ class TransformersEncoder(Encoder):
         pad_id = self.tokenizer.pad_token_id
         self._pad_id = int(pad_id if pad_id is not None else (self._eos_id or 0))
         self.device = torch.device(device)
+        self._encoder_half = False
         if adapter_base:  # a LoRA adapter directory (e.g. a released RaDeR adapter): merged here, in memory
             from peft import PeftModel
 
-            base = AutoModel.from_pretrained(adapter_base, dtype=dtype)
+            base = AutoModel.from_pretrained(adapter_base, dtype=dtype, trust_remote_code=config.trust_remote_code)
             merged = PeftModel.from_pretrained(base, config.model_name_or_path).merge_and_unload()
             self.model = merged.to(self.device).eval()
             logger.info("merged the LoRA adapter %s into %s in memory", config.model_name_or_path, adapter_base)
         else:
-            self.model = AutoModel.from_pretrained(config.model_name_or_path, dtype=dtype).to(self.device).eval()
-        self._dim = int(self.model.config.hidden_size)
+            model, self._encoder_half = _load_model(config.model_name_or_path, dtype, config.trust_remote_code)
+            self.model = model.to(self.device).eval()
+        self._dense = [module.to(self.device, dtype=dtype) for module in load_dense_modules(config.model_name_or_path)]
+        self._dense_shapes = [[int(m[0].in_features), int(m[0].out_features)] for m in self._dense]
+        hidden = int(getattr(self.model.config, "hidden_size", 0) or getattr(self.model.config, "d_model", 0))
+        self._dim = int(self._dense_shapes[-1][1]) if self._dense_shapes else hidden
+        self._instruction_tokens: dict[str, int] = {}
         limit = getattr(self.tokenizer, "model_max_length", None)
         # A tokenizer without a real limit reports ~1e30; only a sane one caps "no truncation". A
         # sentence-transformers folder's own max_seq_length wins (MiniLM: 256, its tokenizer says 512), so
@@ -366,9 +430,20 @@ class TransformersEncoder(Encoder):
         limit = max_len if max_len is not None else self._model_max_len
         return tokenize_with_eos(self.tokenizer, formatted, limit, self._eos_id)
 
-    def _embed(self, texts: list[str], max_len: int | None, desc: str, show_progress: bool) -> np.ndarray:
+    def instruction_tokens(self, instruction: str) -> int | None:
+        """Leading tokens the pooling leaves out (``None`` for poolings that keep every token)."""
+        if self.config.pooling not in INSTRUCTION_FREE_POOLINGS:
+            return None
+        if instruction not in self._instruction_tokens:
+            self._instruction_tokens[instruction] = instruction_token_count(self.tokenizer, instruction)
+        return self._instruction_tokens[instruction]
+
+    def _embed(
+        self, texts: list[str], max_len: int | None, desc: str, show_progress: bool, instruction: str = ""
+    ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        skip = self.instruction_tokens(instruction)
         ids = self.token_ids(texts, max_len)
         # Longest first: fewer pad tokens per batch, and an out-of-memory shows up on batch one.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -376,10 +451,10 @@ class TransformersEncoder(Encoder):
         size = self.config.batch_size
         for start in tqdm(range(0, len(order), size), desc=desc, unit="batch", disable=not show_progress):
             chunk = order[start : start + size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+            out[chunk] = self._forward([ids[i] for i in chunk], skip)
         return out
 
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+    def _forward(self, batch: list[list[int]], instruction_tokens: int | None = None) -> np.ndarray:
         import torch
 
         width = max(len(seq) for seq in batch)
@@ -390,32 +465,22 @@ class TransformersEncoder(Encoder):
             input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
             mask[row, span] = 1
         inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": mask}
-        if self.config.padding_side == "left":
+        # T5's encoder (Instructor) has relative positions and no cache: neither argument exists there.
+        encoder_only = self._encoder_half
+        if self.config.padding_side == "left" and not encoder_only:
             # Positions must count real tokens only, or left-padded rows would be shifted.
             inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
-            hidden = self.model(**inputs, use_cache=False).last_hidden_state
-            pooled = pool_hidden_states(hidden, inputs["attention_mask"], self.config.pooling)
+            extra = {} if encoder_only else {"use_cache": False}
+            hidden = self.model(**inputs, **extra).last_hidden_state
+            pooled = pool_hidden_states(hidden, inputs["attention_mask"], self.config.pooling, instruction_tokens)
+            for module in self._dense:
+                pooled = module(pooled)
         return pooled.float().cpu().numpy()
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
-
-
-def pool_hidden_states(hidden: Any, mask: Any, pooling: str) -> Any:
-    """Pool ``hidden [B, L, d]`` by the attention mask; works for left and right padding."""
-    import torch
-
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if pooling in ("eos", "last"):
-        # Index of the last 1 in each mask row (= L-1 for left padding, len-1 for right padding).
-        last = mask.shape[1] - 1 - torch.argmax(mask.flip(dims=[1]), dim=1)
-        return hidden[rows, last]
-    if pooling == "cls":
-        return hidden[rows, torch.argmax(mask, dim=1)]  # first real token, whatever the padding
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 # --- vLLM server backend -------------------------------------------------------------------------
@@ -432,7 +497,9 @@ class VllmServerEncoder(Encoder):
         needs_tokenizer = (fmt.append_eos and fmt.eos_token is None) or config.query_max_len or config.doc_max_len
         if needs_tokenizer:
             try:
-                self.tokenizer = _load_tokenizer(config.tokenizer_name_or_path or config.model_name_or_path)
+                self.tokenizer = _load_tokenizer(
+                    config.tokenizer_name_or_path or config.model_name_or_path, config.trust_remote_code
+                )
             except (OSError, ValueError) as err:
                 raise ValueError(
                     f"vllm-server encoder needs the tokenizer of {config.model_name_or_path!r} to resolve the "
@@ -474,7 +541,9 @@ class VllmServerEncoder(Encoder):
         # Truncation must cut the same tokens as the transformers path, so send token ids.
         return tokenize_with_eos(self.tokenizer, texts, max_len, self._eos_id)
 
-    def _embed(self, texts: list[str], max_len: int | None, desc: str, show_progress: bool) -> np.ndarray:
+    def _embed(
+        self, texts: list[str], max_len: int | None, desc: str, show_progress: bool, instruction: str = ""
+    ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         inputs = self._inputs(texts, max_len)

@@ -8,7 +8,9 @@ retriever servers, the encoders and the BRIGHT evaluation all call :func:`format
 A string is ``prefix + instruction + text + eos`` (spec evaluation.md §3.2): the BRIGHT
 instruction is concatenated *after* the prefix and before the text, with no separator beyond
 what the template ends with. BRIGHT instructions are data (``models/retrieval/bright_instructions.json``,
-one table per model family) read by :func:`instruction_for`.
+one table per model family) read by :func:`instruction_for`. Families that also instruct documents
+per split (Instructor) get that instruction fixed into the format for one split by
+:func:`with_document_instruction`, since documents are encoded without a task.
 
 EOS handling: with ``append_eos`` the EOS *string* is appended as text (what the reference
 evaluation and vLLM servers do). The transformers encoder instead asks for the string without
@@ -57,6 +59,9 @@ class TextFormat:
     doc_instruction: str = ""
     instruction_family: str | None = None
     long_context: bool = False
+    # REF: sentence-transformers before v5 strips every input (Transformer.tokenize); BRIGHT ran bge and
+    # Instructor through it, so their strings are stripped before the (absent) EOS.
+    strip: bool = False
     # Labels for humans; they do not change the strings, so they stay out of equality.
     name: str = field(default="custom", compare=False)
     source: str = field(default="", compare=False)
@@ -119,6 +124,15 @@ def known_families() -> set[str]:
 def bright_splits() -> list[str]:
     """The 12 BRIGHT split keys, in the benchmark's order."""
     return list(_table()["splits"])
+
+
+def has_document_instructions(family: str | None) -> bool:
+    """Whether BRIGHT gives the documents of ``family`` an instruction (Instructor, GritLM)."""
+    if family is None or family in _no_instruction():
+        return False
+    spec = _table()["families"][family_members()[family]]
+    configs = [spec["default"], *spec["overrides"].values()]
+    return any(config.get(key, {}).get("document") for config in configs for key in ("instructions", "instructions_long"))
 
 
 def instruction_for(family: str, split: str, long_context: bool = False, side: Side = "query") -> str:
@@ -189,12 +203,37 @@ def document_instruction(fmt: TextFormat, task: str | None = None) -> str:
 
 def format_query(text: str, fmt: TextFormat, task: str | None = None, *, with_eos: bool = True) -> str:
     """``query_prefix + instruction(task) + text + eos``; ``task=None`` means no BRIGHT instruction."""
-    return fmt.query_prefix + query_instruction(fmt, task) + text + _eos(fmt, with_eos)
+    return _join(fmt.query_prefix + query_instruction(fmt, task) + text, fmt) + _eos(fmt, with_eos)
 
 
 def format_document(text: str, fmt: TextFormat, task: str | None = None, *, with_eos: bool = True) -> str:
     """``doc_prefix + doc_instruction + text + eos``; documents rarely carry an instruction."""
-    return fmt.doc_prefix + document_instruction(fmt, task) + text + _eos(fmt, with_eos)
+    return _join(fmt.doc_prefix + document_instruction(fmt, task) + text, fmt) + _eos(fmt, with_eos)
+
+
+def _join(body: str, fmt: TextFormat) -> str:
+    return body.strip() if fmt.strip else body
+
+
+def with_document_instruction(fmt: TextFormat, task: str | None) -> TextFormat:
+    """``fmt`` with its family's per-split document instruction fixed as the literal ``doc_instruction``.
+
+    Documents are encoded without a task (one cache per corpus), so a family that instructs documents
+    per split (Instructor's ``Represent the biology paragraph for retrieval: ``) needs the split chosen
+    here; the literal then also names the cache. ``ValueError`` when such a family has no ``task``.
+    """
+    if fmt.doc_instruction or not has_document_instructions(fmt.instruction_family):
+        return fmt
+    if task is None:
+        raise ValueError(
+            f"text format {fmt.name!r} gives documents BRIGHT's per-split {fmt.instruction_family} instruction, "
+            "so it needs the split (--instruction_task, which evaluate_bright sets from --task); a stage that "
+            "encodes several splits with one format cannot use it"
+        )
+    family = fmt.instruction_family
+    assert family is not None  # has_document_instructions(None) is False
+    instruction = instruction_for(family, task, fmt.long_context, side="document")
+    return dataclasses.replace(fmt, doc_instruction=instruction)
 
 
 # --- presets -------------------------------------------------------------------------------------
@@ -233,16 +272,69 @@ REPLLAMA_REF_EVAL = TextFormat(
     "(evaluation.md §3 catalogue); </s> is Llama-2's eos_token",
 )
 PLAIN = TextFormat(name="plain", source="sentence encoders (e.g. all-MiniLM-L6-v2): text as-is")
+# BRIGHT's baselines as BRIGHT's retrievers.py builds their strings (spec evaluation.md §3, §3.3). The
+# decoder embedders (retrieval_sf_qwen_e5) concatenate the instruction and the query and let the
+# tokenizer add its own special tokens; no EOS text is appended.
+_SF_QWEN_E5 = (
+    "BRIGHT retrievers.retrieval_sf_qwen_e5 for {model}: no prefixes, BRIGHT's per-split "
+    "'Instruct: ...\\nQuery: ' instruction before the query, documents as they are, the tokenizer's own "
+    "special tokens (no EOS added), last-token pooling, {length:,} tokens for queries and documents"
+)
 BRIGHT_QWEN2 = TextFormat(
     instruction_family="qwen2",
     name="bright_qwen2",
-    source="BRIGHT retrievers.retrieval_sf_qwen_e5 for gte-Qwen2-7B-instruct: no prefixes, BRIGHT's per-split "
-    "'Instruct: ...\\nQuery: ' instruction before the query, the tokenizer's own special tokens (no EOS added), "
-    "last-token pooling, 8,192 tokens",
+    source=_SF_QWEN_E5.format(model="gte-Qwen2-7B-instruct", length=8192),
+)
+BRIGHT_QWEN = TextFormat(
+    instruction_family="qwen",
+    name="bright_qwen",
+    source=_SF_QWEN_E5.format(model="gte-Qwen1.5-7B-instruct", length=8192),
+)
+BRIGHT_SF = TextFormat(
+    instruction_family="sf",
+    name="bright_sf",
+    source=_SF_QWEN_E5.format(model="SFR-Embedding-Mistral", length=4096),
+)
+BRIGHT_E5 = TextFormat(
+    instruction_family="e5",
+    name="bright_e5",
+    source=_SF_QWEN_E5.format(model="e5-mistral-7b-instruct", length=4096),
+)
+BRIGHT_BGE = TextFormat(
+    instruction_family="bge",
+    strip=True,
+    name="bright_bge",
+    source="BRIGHT retrievers.retrieval_sbert_bge for bge-large-en-v1.5: the 'Represent this ... for searching "
+    "relevant passages: ' instruction before the query, documents as they are, both through "
+    "SentenceTransformer.encode (stripped, CLS pooling, normalised, 512 tokens)",
+)
+# The query instruction comes from the table per task; the document one is fixed per split by
+# with_document_instruction. inst-l and inst-xl share one table.
+BRIGHT_INSTRUCTOR = TextFormat(
+    instruction_family="inst-l",
+    strip=True,
+    name="bright_instructor",
+    source="BRIGHT retrievers.retrieval_instructor for Instructor-L/XL: SentenceTransformer.encode with "
+    "prompt='Represent the ... post for retrieving relevant paragraphs: ' (queries) and 'Represent the ... "
+    "paragraph for retrieval: ' (documents), the prompt's tokens left out of the mean pooling "
+    "(set_pooling_include_prompt(False)), normalised, 2,048 tokens",
 )
 
 PRESETS: dict[str, TextFormat] = {
-    fmt.name: fmt for fmt in (RADER, RADER_README_TRAIN, REPLLAMA, REPLLAMA_REF_EVAL, PLAIN, BRIGHT_QWEN2)
+    fmt.name: fmt
+    for fmt in (
+        RADER,
+        RADER_README_TRAIN,
+        REPLLAMA,
+        REPLLAMA_REF_EVAL,
+        PLAIN,
+        BRIGHT_QWEN2,
+        BRIGHT_QWEN,
+        BRIGHT_SF,
+        BRIGHT_E5,
+        BRIGHT_BGE,
+        BRIGHT_INSTRUCTOR,
+    )
 }
 
 

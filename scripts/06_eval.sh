@@ -10,7 +10,8 @@
 # RERANK=llm|pointwise reranks the top $RERANK_TOP_K of each run (of the hybrid run when $HYBRID is set) for
 # the query types in $RERANK_QUERY_TYPES (default gpt4_reason: the paper reranked GPT-4 reasoning queries)
 # with $RERANK_MODEL (llm: served model name, default GENERATOR_MODEL at GENERATOR_URL or $RERANK_BASE_URL;
-# pointwise: a saved reranker directory); extra run_src.rerank flags: $RERANK_ARGS.
+# pointwise: a saved reranker directory); extra run_src.rerank flags: $RERANK_ARGS (the paper profile passes
+# --rerank_style published there: QwenRerank's prompts, sampling and parser).
 # RARB=1 also evaluates the model on RAR-b Math and Coding (run_src.evaluate_rarb) into $RARB_OUTPUT_DIR.
 set -euo pipefail
 

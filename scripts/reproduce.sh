@@ -106,8 +106,15 @@ plan 05 train "$TRAIN_FILE" "$MODEL_DIR-merged" \
   env CONFIG="$TRAIN_CONFIG" TRAIN_GPUS="$TRAIN_GPUS" KEEP_PAPER_GLOBAL_BATCH="$KEEP_PAPER_GLOBAL_BATCH" \
   MERGE_DTYPE="$MERGE_DTYPE" bash scripts/05_train.sh "$TRAIN_FILE" "$MODEL_DIR" "${TRAIN_ARGS[@]}"
 eval_outputs=""
-for sweep in "${EVAL_SWEEPS[@]}"; do  # KEY|MODEL_PATH|RUN_NAME|BRIGHT_DIR|TASKS|QUERY_TYPES|HYBRID|EVAL_ARGS
-  IFS='|' read -r key path run bright tasks query_types hybrid eval_args <<< "$sweep"
+# KEY|MODEL_PATH|RUN_NAME|BRIGHT_DIR|TASKS|QUERY_TYPES|HYBRID|EVAL_ARGS[|RERANK]: RERANK (llm or pointwise) also
+# reranks the sweep's runs with the profile's RERANK_MODEL, RERANK_BASE_URL and RERANK_ARGS (scripts/06_eval.sh).
+for sweep in "${EVAL_SWEEPS[@]}"; do
+  IFS='|' read -r key path run bright tasks query_types hybrid eval_args rerank <<< "$sweep"
+  rerank_env=()
+  if [ -n "$rerank" ]; then
+    rerank_env=(RERANK="$rerank" RERANK_MODEL="${RERANK_MODEL:-}" RERANK_BASE_URL="${RERANK_BASE_URL:-}"
+                RERANK_ARGS="${RERANK_ARGS:-}")
+  fi
   inputs=""
   for thing in "$path" "$bright"; do
     if [ -z "$thing" ] || [ "$thing" = hf ]; then continue; fi
@@ -115,7 +122,7 @@ for sweep in "${EVAL_SWEEPS[@]}"; do  # KEY|MODEL_PATH|RUN_NAME|BRIGHT_DIR|TASKS
   done
   plan 06 "eval $run" "$inputs" "$OUT/bright/$run" \
     env BRIGHT_DIR="$bright" TASKS="$tasks" QUERY_TYPES="$query_types" HYBRID="$hybrid" RUN_NAME="$run" \
-    OUTPUT_DIR="$OUT/bright" EVAL_ARGS="$eval_args" bash scripts/06_eval.sh "$key" ${path:+"$path"}
+    OUTPUT_DIR="$OUT/bright" EVAL_ARGS="$eval_args" "${rerank_env[@]}" bash scripts/06_eval.sh "$key" ${path:+"$path"}
   eval_outputs+=" $OUT/bright/$run"
 done
 plan 07 tables "$eval_outputs" "$OUT/tables" \

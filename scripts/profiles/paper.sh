@@ -63,6 +63,16 @@ MERGE_DTYPE=bfloat16
 TRAIN_ARGS=()
 
 # 06: BRIGHT's 12 splits, original and GPT-4 reasoning queries, dense and BM25 hybrid (Tables 1 and 2).
+# Table 2's "+QwenRerank (top-100)" reranks the hybrid's top 100 of the GPT-4 reasoning queries with
+# Qwen2.5-32B-Instruct in the published reranker's style (zero-shot split prompts, sampling 0.6/0.9, two-character
+# parser, 0.5/0.5 mix with the hybrid: run_src.rerank --rerank_style published, spec evaluation.md §5.3). It is
+# on with QWEN_RERANK=1 only: the chain starts no server for it, so serve RERANK_MODEL at RERANK_BASE_URL first,
+# e.g. CUDA_VISIBLE_DEVICES=0,1 GENERATOR_EXTRA_ARGS="--tensor-parallel-size 2" GENERATOR_MAX_MODEL_LEN=16384 \
+#      bash servers/up.sh generator=Qwen/Qwen2.5-32B-Instruct,8013
+QWEN_RERANK="${QWEN_RERANK:-}"
+RERANK_MODEL="${RERANK_MODEL:-Qwen/Qwen2.5-32B-Instruct}"
+RERANK_BASE_URL="${RERANK_BASE_URL:-http://127.0.0.1:8013/v1}"
+RERANK_ARGS="--rerank_style published${RERANK_ARGS:+ $RERANK_ARGS}"  # flags given in RERANK_ARGS come later and win
 BRIGHT_SPLITS_ALL="biology earth_science economics psychology robotics stackoverflow sustainable_living leetcode pony aops theoremqa_questions theoremqa_theorems"
-EVAL_SWEEPS=("rader|$OUT/model/$MODEL_NAME-merged|$MODEL_NAME|${BRIGHT_DIR:-hf}|$BRIGHT_SPLITS_ALL|original gpt4_reason|auto|"
+EVAL_SWEEPS=("rader|$OUT/model/$MODEL_NAME-merged|$MODEL_NAME|${BRIGHT_DIR:-hf}|$BRIGHT_SPLITS_ALL|original gpt4_reason|auto||${QWEN_RERANK:+llm}"
              "bm25||bm25|${BRIGHT_DIR:-hf}|$BRIGHT_SPLITS_ALL|original gpt4_reason||")

@@ -52,6 +52,23 @@ def test_the_paper_recipe_dry_run_resolves_every_command_and_closes_the_chain(tm
     assert "HYBRID=auto" in log and "QUERY_TYPES=original\\ gpt4_reason" in log
 
 
+def test_the_paper_profile_reranks_in_the_published_style_when_asked(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN_RERANK", "RERANK"))}
+    plain = _reproduce("--profile", "paper", "--out-dir", str(tmp_path / "p"), "--dry-run", env=env)
+    assert plain.returncode == 0 and "RERANK=" not in plain.stderr  # needs a 32B server the chain does not start
+    done = _reproduce(
+        "--profile", "paper", "--out-dir", str(tmp_path / "p"), "--dry-run", env={**env, "QWEN_RERANK": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rader, bm25 = re.findall(r"^\[reproduce\] 06 eval .*$", done.stderr, flags=re.MULTILINE)
+    # Table 2's "+QwenRerank (top-100)": the RaDeR hybrid only, Qwen2.5-32B-Instruct, the published style.
+    assert "HYBRID=auto" in rader and "RERANK=llm RERANK_MODEL=Qwen/Qwen2.5-32B-Instruct" in rader
+    assert "RERANK_ARGS=--rerank_style\\ published " in rader and "RERANK" not in bm25
+    from run_src.gpu_check import unknown_flags
+
+    assert unknown_flags("run_src.rerank", ["--rerank_style", "published", "--top_k", "100"]) == []
+
+
 @pytest.mark.parametrize("profile", ["tiny", "demo"])
 def test_the_cpu_profiles_close_their_chains(profile: str, tmp_path: Path) -> None:
     done = _reproduce("--profile", profile, "--out-dir", str(tmp_path / profile), "--dry-run")

@@ -38,8 +38,9 @@ Output: ``<output_dir>/<model_name>/<first-stage query type>/<task>[_long]/`` wi
 ``per_query.json``) plus ``rerank_scores.json`` (reranker scores alone, the reference's
 ``gpt4_score.json``), ``rerank_only_results.json``, ``first_stage_results.json`` (the same queries
 and top-k before reranking) and ``rerank_cache.jsonl``. ``model_name`` defaults to
-``<first-stage model>+<reranker name>`` (``+…_q<query type>`` when the reranker reads other
-queries than the first stage did).
+``<first-stage model>+<reranker name>`` (``llm-<model>``, ``llm-<model>-published`` for that style,
+``pointwise-<model dir>``; ``+…_q<query type>`` when the reranker reads other queries than the first
+stage did).
 
 Resuming: each query's scores are appended to ``rerank_cache.jsonl`` as soon as they exist, so a
 killed run continues where it stopped; cached queries are reused when their candidate list is
@@ -216,7 +217,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--bright_dir", default=settings.bright_dir or "hf", help="hf | hf:<repo or dir> | mirror dir")
     parser.add_argument("--output_dir", help="root of the run directories (required)")
     parser.add_argument("--model_name", default="", help="run name (default: <first stage>+<reranker name>)")
-    parser.add_argument("--reranker_name", default="", help="default: llm-<model> / pointwise-<model dir>")
+    parser.add_argument("--reranker_name", default="", help="default: llm-<model>[-published] / pointwise-<model dir>")
     parser.add_argument("--top_k", type=int, default=DEFAULT_TOP_K, help="first-stage documents reranked per query")
     parser.add_argument(
         "--rerank_weight",
@@ -344,7 +345,10 @@ def parse_config(argv: list[str] | None = None, settings: Settings | None = None
     weight = args.rerank_weight if args.rerank_weight is not None else default_weight
     if not 0.0 <= weight <= 1.0:
         parser.error(f"--rerank_weight must be in [0, 1], got {weight}")
-    reranker_name = args.reranker_name or f"{args.reranker}-{Path(model.rstrip('/')).name}"
+    # A style other than ours is part of the default name, so the two styles' runs never share a directory.
+    style = llm_settings["rerank_style"]
+    style_suffix = f"-{style}" if style not in (None, OURS.name) else ""
+    reranker_name = args.reranker_name or f"{args.reranker}-{Path(model.rstrip('/')).name}{style_suffix}"
     suffix = f"_q{query_type}" if query_type != first_stage_query_type else ""
     model_name = args.model_name or f"{first_stage_model}+{reranker_name}{suffix}"
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(RerankConfig) if hasattr(args, f.name)}

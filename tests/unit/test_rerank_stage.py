@@ -223,6 +223,7 @@ def test_style_and_length_flags_are_checked(first_stage_dir: Path, capsys: pytes
     explicit = rerank.parse_config([*base, "--reranker", "llm", "--model", "m", "--rerank_style", "published",
                                     "--temperature", "0", "--prompt_path", str(rerank.OURS.prompt_path(None))])  # fmt: skip
     assert (explicit.rerank_style, explicit.temperature, explicit.top_p) == ("published", 0.0, 0.9)
+    assert explicit.model_name == "dense+llm-m-published"  # never the directory of the ours-style run
     point = rerank.parse_config([*base, "--reranker", "pointwise", "--model", "/m/r"])
     assert point.rerank_style is None and point.temperature is None and point.max_length is None
     for extra, flag in [

@@ -61,7 +61,9 @@ class RetrieverSpec:
     default_model_path: Callable[[Settings], str] | None = None
     query_max_len: int | None = None
     doc_max_len: int | None = None
-    dtype: str = ""  # fills --dtype auto; BRIGHT loaded every baseline in float32 (transformers 4.40's default)
+    # Fills --dtype auto. BRIGHT loaded the baselines we run without a dtype, i.e. in float32 (transformers
+    # 4.40's default for AutoModel and sentence-transformers alike).
+    dtype: str = ""
     trust_remote_code: bool = False  # BRIGHT's trust_remote_code=True for the gte-Qwen models
     refused: str = ""  # why this key cannot be run faithfully; non-empty keys are refused with it
 

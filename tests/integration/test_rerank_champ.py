@@ -4,7 +4,8 @@ First stage: BRIGHT's BM25 through ``evaluate_bright``. Reranked: the first 8 pr
 holds a gold concept (so reranking can move it), top 10 each, through
 
 * the LLM reranker against the real vLLM CPU server serving SmolLM2-135M-Instruct (``generator_server``),
-  mixed 0.5/0.5 with the raw BM25 scores as in the paper;
+  mixed 0.5/0.5 with the raw BM25 scores as in the paper, in our style (chat) and, on 3 problems, in the
+  published style (raw completions);
 * the pointwise reranker (first 3 of those problems): a SmolLM2 backbone with a LoRA adapter and a new
   head, saved and loaded by the stage.
 
@@ -97,6 +98,26 @@ def test_llm_rerank_with_smollm2_on_vllm(
     assert json.loads((run_dir / "score.json").read_text()) == final
 
 
+def test_published_style_llm_rerank_with_smollm2_on_vllm(
+    generator_server: RunningServer, champ_mirror: Path, first_stage: Path
+) -> None:
+    """The published style end to end: raw prompts on vLLM's /v1/completions, sampled at 0.6/0.9, parsed."""
+    argv = rerank_argv(champ_mirror, first_stage, "--reranker", "llm", "--model", generator_server.model,
+                       "--base_url", generator_server.base_url, "--rerank_style", "published", "--max_queries", "3",
+                       "--max_concurrency", "16", "--queries_per_batch", "3", "--timeout_s", "300")  # fmt: skip
+    assert rerank.main(argv) == 0
+    run_dir = first_stage.parent / "out" / f"bm25+llm-{Path(generator_server.model).name}-published" / "original"
+    results, before, config = check_run(run_dir / "champ", n_queries=3)
+    settings, derived = config["settings"], config["derived"]
+    assert (settings["rerank_style"], settings["temperature"], settings["top_p"]) == ("published", 0.6, 0.9)
+    assert derived["reranker"]["style"] == "published" and derived["reranker"]["family"] == "theoremqa"
+    assert set(derived["status_counts"]) == {"ok", "no_score", "unreadable", "out_of_range", "error"}
+    assert sum(derived["status_counts"].values()) == 3 * TOP_K and derived["n_errors"] == 0
+    assert derived["llm_usage"]["requests"] == 3 * TOP_K + 1  # + the start-up probe (a completion)
+    print(f"\nCHAMP 3 queries, published-style SmolLM2 rerank: NDCG@10 {before['NDCG@10']:.5f} -> "
+          f"{results['NDCG@10']:.5f}; replies {derived['status_counts']}")  # fmt: skip
+
+
 def test_pointwise_rerank_cli(smollm2_dir: Path, champ_mirror: Path, first_stage: Path, tmp_path: Path) -> None:
     from models.reranking.pointwise import LoraSettings, PointwiseReranker, RerankerFormat
 
@@ -110,6 +131,7 @@ def test_pointwise_rerank_cli(smollm2_dir: Path, champ_mirror: Path, first_stage
     run_dir = first_stage.parent / "out" / "bm25+pointwise-smollm2_reranker" / "original" / "champ"
     results, before, config = check_run(run_dir, n_queries=3)  # 135M on one CPU thread: ~1 s per pair
     assert config["settings"]["rerank_weight"] == 1.0 and config["derived"]["reranker"]["backbone_format"] == "lora"
+    assert config["settings"]["max_length"] == 8192  # SmolLM2's positions, not the saved training limit (64)
     final = json.loads((run_dir / "score.json").read_text())
     assert final == json.loads((run_dir / "rerank_scores.json").read_text())  # ranked by the logit alone
 
@@ -120,6 +142,7 @@ def test_pointwise_rerank_cli(smollm2_dir: Path, champ_mirror: Path, first_stage
     query = next(e.query for e in load_examples(str(champ_mirror), "champ") if e.query_id == qid)
     corpus = load_corpus(str(champ_mirror), "champ")
     doc_ids = list(final[qid])
+    model.with_max_len(8192)  # as the stage scored: whole pairs
     expected = model.score_pairs([query] * len(doc_ids), [corpus.text_of(d) for d in doc_ids], batch_size=10)
     assert [final[qid][d] for d in doc_ids] == pytest.approx(expected, abs=1e-4)
     print(f"\nCHAMP pointwise (untrained SmolLM2 head): NDCG@10 {before['NDCG@10']:.5f} -> {results['NDCG@10']:.5f}")

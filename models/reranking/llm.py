@@ -60,6 +60,8 @@ MAX_SCORE = 5  # the prompt's scale is 0..5; /5 gives the paper's 0-1 scale in s
 DEFAULT_RERANK_WEIGHT = 0.5  # final = 0.5·rerank + 0.5·first stage (spec §5.3)
 
 STATUSES: tuple[str, ...] = ("ok", "no_score", "out_of_range", "error")  # those of the ours style
+# Greedy and seeded, so a rerun gives the same replies; 32 tokens as the reference's max_tokens.
+OURS_SAMPLING = SamplingDefaults(temperature=0.0, top_p=1.0, max_tokens=32, seed=0, unparsable_score=0.0)
 
 # What counts as relevant, per task family (our wording; the reference's split-specific prompts, §5.3,
 # differ in the same way: helpfulness for posts, shared technique for math and code problems).
@@ -143,7 +145,7 @@ class OursStyle(RerankStyle):
 
     name = "ours"
     kind = "chat"
-    sampling = SamplingDefaults(temperature=0.0, top_p=1.0, max_tokens=32, seed=0, unparsable_score=0.0)
+    sampling = OURS_SAMPLING
     placeholders = PROMPT_PLACEHOLDERS
     statuses = STATUSES
     policy_statuses = frozenset({"no_score", "out_of_range", "error"})
@@ -215,15 +217,16 @@ class LLMRerankerConfig:
     """
 
     style: str = field(default="ours", metadata={"help": "prompt, request kind and parser (RERANK_STYLES)"})
-    max_tokens: int = field(default=32, metadata={"help": "reply budget (the reference's max_tokens=32)"})
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy, reproducible"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1 = off)"})
-    seed: int | None = field(default=0, metadata={"help": "sent to the server; None = not sent"})
+    max_tokens: int = field(default=OURS_SAMPLING.max_tokens, metadata={"help": "reply budget"})
+    temperature: float = field(default=OURS_SAMPLING.temperature, metadata={"help": "0 = greedy, reproducible"})
+    top_p: float = field(default=OURS_SAMPLING.top_p, metadata={"help": "nucleus sampling mass (1 = off)"})
+    seed: int | None = field(default=OURS_SAMPLING.seed, metadata={"help": "sent to the server; None = not sent"})
     max_doc_chars: int | None = field(
         default=None, metadata={"help": "cut each document to this many characters (None: whole document)"}
     )
     unparsable_score: float = field(
-        default=0.0, metadata={"help": "rerank score (0-1 scale) for replies without a valid score and failed calls"}
+        default=OURS_SAMPLING.unparsable_score,
+        metadata={"help": "rerank score (0-1 scale) for replies the parser gives no score and failed calls"},
     )
     prompt_path: str | None = field(
         default=None, metadata={"help": "prompt file (prompt_templates format); None = the style's for the task"}

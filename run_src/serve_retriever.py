@@ -55,6 +55,7 @@ class ServeConfig:
     max_request_chars: int
     max_body_bytes: int
     max_header_bytes: int
+    max_pending_requests: int
     enable_docs: bool
 
 
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_header_bytes", type=int, default=int(os.environ.get("RETRIEVER_MAX_HEADER_BYTES") or 65_536),
         help="largest request head (default $RETRIEVER_MAX_HEADER_BYTES or 65536)",
     )
+    parser.add_argument(
+        "--max_pending_requests", type=int, default=int(os.environ.get("RETRIEVER_MAX_PENDING_REQUESTS") or 64),
+        help="searches admitted at once, running or queued for the encoder; one more gets 503 with Retry-After "
+        "(default $RETRIEVER_MAX_PENDING_REQUESTS or 64)",
+    )
     parser.add_argument("--enable_docs", action="store_true", help="serve /docs and /openapi.json")
     add_encoder_arguments(parser, title="dense encoder (--retriever dense)")
     return parser
@@ -99,6 +105,10 @@ def parse_config(argv: list[str] | None) -> ServeConfig:
     parser = build_parser()
     args = parse_flags(parser, argv)
     require_flags(parser, args, "retriever", "split", "port")
+    for name in ("max_k", "max_query_chars", "max_batch", "max_request_chars", "max_body_bytes", "max_header_bytes",
+                 "max_pending_requests"):  # fmt: skip
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     encoder = EncoderFlags.from_args(args)
     if args.retriever == "dense":
         encoder = encoder.with_defaults()
@@ -188,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         from models.serving.retriever_app import ServerLimits, create_app
 
         limits = ServerLimits(
-            config.max_k, config.max_query_chars, config.max_batch, config.max_request_chars, config.max_body_bytes,
+            max_k=config.max_k, max_query_chars=config.max_query_chars, max_batch=config.max_batch,
+            max_request_chars=config.max_request_chars, max_body_bytes=config.max_body_bytes,
             api_key=os.environ.get("RETRIEVER_API_KEY") or None, enable_docs=config.enable_docs,
+            max_pending_requests=config.max_pending_requests,
         )  # fmt: skip
         if config.retriever == "bm25":
             app: Any = create_app(build_retriever(config), limits)

@@ -3,7 +3,12 @@
 Used by the retriever servers, MCTS (through the servers), hard-negative mining and evaluation.
 ``BM25Retriever`` wraps BRIGHT's BM25 (:mod:`models.retrieval.bm25`); ``DenseRetriever`` wraps an encoder,
 its document-embedding cache (:mod:`models.retrieval.embedding_cache`) and exact search
-(:mod:`models.retrieval.dense_search`). Both are thread-safe for concurrent ``search_batch`` calls.
+(:mod:`models.retrieval.dense_search`). Both are thread-safe for concurrent ``search_batch`` calls, and
+neither starves a small request behind a large one: BM25 searches run in parallel (its kernel releases the
+GIL), and a dense retriever encodes one encoder batch per turn of a first-come-first-served lock
+(:class:`FifoLock`), so a query that arrives while a 256-query batch encodes waits for one encoder batch,
+not for the whole request. The turns are the encoder's own batches, so the vectors are bit-identical to
+encoding the request in one call.
 
 Usage::
 
@@ -15,15 +20,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from models.retrieval.bm25 import BM25Index, build_or_load_bm25
 from models.retrieval.corpus import Corpus
 from models.retrieval.dense_search import DenseIndex
 from models.retrieval.embedding_cache import build_or_load_doc_embeddings
-from models.retrieval.encoders import Encoder
+from models.retrieval.encoders import Encoder, TransformersEncoder
+from models.retrieval.text_formats import format_query
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,48 @@ class Retriever(Protocol):
     ) -> list[list[Hit]]: ...
 
     def describe(self) -> dict[str, object]: ...
+
+
+class FifoLock:
+    """A mutex handed to waiters in arrival order (``threading.Lock`` favours the thread that just released it,
+    so a request taking it once per encoder batch would keep it until it is done)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Event] = deque()
+
+    def __enter__(self) -> FifoLock:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # the releasing thread hands the lock over directly: it stays held
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
+
+
+def encoder_batches(encoder: Encoder, queries: Sequence[str], task: str | None) -> list[list[int]]:
+    """The query positions of each forward pass ``encoder.encode_queries(queries, task)`` makes.
+
+    The in-process encoder sorts its inputs longest first (by token count) before cutting batches, a server
+    client cuts them in input order. Encoding these batches one call each gives the very vectors of one call.
+    """
+    size = encoder.config.batch_size
+    order = list(range(len(queries)))
+    if len(queries) > size and isinstance(encoder, TransformersEncoder):
+        formatted = [format_query(q, encoder.text_format, task, with_eos=False) for q in queries]
+        lengths = [len(ids) for ids in encoder.token_ids(formatted, encoder.config.query_max_len)]
+        order.sort(key=lambda i: -lengths[i])
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 class BM25Retriever:
@@ -77,8 +128,8 @@ class DenseRetriever:
         self.index = index
         self.name = name
         self.task = task
-        # One forward pass at a time: torch modules are not re-entrant across threads.
-        self._encode_lock = threading.Lock()
+        # One forward pass at a time (torch modules are not re-entrant across threads), taken in arrival order.
+        self._encode_lock = FifoLock()
 
     @classmethod
     def from_cache(
@@ -100,8 +151,10 @@ class DenseRetriever:
     def search_batch(
         self, queries: Sequence[str], k: int, excluded_ids: Sequence[Iterable[str]] | None = None
     ) -> list[list[Hit]]:
-        with self._encode_lock:
-            query_embs = self.encoder.encode_queries(list(queries), task=self.task)
+        query_embs = np.empty((len(queries), self.encoder.dim), dtype=np.float32)
+        for batch in encoder_batches(self.encoder, queries, self.task):
+            with self._encode_lock:  # one encoder batch per turn: requests that came meanwhile go next
+                query_embs[batch] = self.encoder.encode_queries([queries[i] for i in batch], task=self.task)
         ids, scores = self.index.search(query_embs, k, excluded_ids)
         return [list(zip(q_ids, q_scores, strict=True)) for q_ids, q_scores in zip(ids, scores, strict=True)]
 

@@ -8,11 +8,17 @@ Example batch request and response::
 
     {"queries": ["pigeonhole principle"], "k": 2}
     {"results": [{"doc_ids": ["C_3", "C_9"], "scores": [7.1, 2.0], "texts": ["...", "..."]}]}
+
+Every refusal (401, 413, 422, 503) has FastAPI's validation shape, :class:`ProblemResponse`::
+
+    {"detail": [{"loc": ["body", "queries", 1], "msg": "queries[1] is empty; send the query text", "type": "value_error"}]}
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class QueryResult(BaseModel):
@@ -32,15 +38,25 @@ class LegacySearchResponse(BaseModel):
     scores: list[float]
 
 
+def _integral(value: object) -> object:
+    """``3.0`` is the integer 3 in JSON (JSON Schema's ``integer`` accepts it); ``3.5``, ``"3"`` and ``true`` stay
+    refused by strict validation."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_integral)]
+
+
 class BatchSearchRequest(BaseModel):
     """``POST /search`` body. ``excluded_ids`` (one list per query, or one list for all) are never returned.
 
-    Strict types: ``k`` must be a JSON integer (not ``"3"``, ``3.0`` or ``true``), ``include_texts`` a boolean.
+    Strict types: ``k`` must be a JSON integer (``3`` or ``3.0``; not ``"3"``, ``3.5`` or ``true``),
+    ``include_texts`` a boolean.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     queries: list[str] = Field(min_length=1)
-    k: int = 10
+    k: JsonInteger = 10
     include_texts: bool = True
     excluded_ids: list[list[str]] | None = None
 
@@ -56,3 +72,17 @@ class HealthResponse(BaseModel):
     n_docs: int
     details: dict[str, object]
     instance: str = ""  # the id servers/up.sh gave this process ($SERVER_INSTANCE_ID), so it knows its own server
+
+
+class ProblemDetail(BaseModel):
+    """One reason a request was refused: where (``["body", "queries", 1]``), what, and a machine-readable kind."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ProblemResponse(BaseModel):
+    """The body of every 401, 413, 422 and 503 (the shape FastAPI gives its own 422s)."""
+
+    detail: list[ProblemDetail]

@@ -1,8 +1,9 @@
 """Client for the retriever servers (:mod:`models.serving.retriever_app`).
 
 Timeouts on every request, bounded retries with capped exponential backoff on connection errors,
-timeouts and 5xx, and a :class:`RetrieverServiceError` naming the URL and the last status when
-retries are spent or the server rejects the request (4xx is not retried).
+timeouts, 429 and 5xx (waiting at least the ``Retry-After`` a busy server sends with its 503), and a
+:class:`RetrieverServiceError` naming the URL and the last status when retries are spent or the server
+rejects the request (any other 4xx is not retried).
 
 Usage::
 
@@ -86,11 +87,13 @@ class RetrieverClient:
         last: str = ""
         status: int | None = None
         for attempt in range(1, self.max_retries + 2):
+            asked_s = 0.0  # what the server's Retry-After asks for
             try:
                 response = self._http.request(method, url, **kwargs)
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 last, status = f"{type(err).__name__}: {err}", None
             else:
+                asked_s = _retry_after_s(response)
                 if response.is_success:
                     try:
                         return response.json()
@@ -102,11 +105,20 @@ class RetrieverClient:
                     if status < 500 and status != 429:
                         raise RetrieverServiceError(f"{method} {url} rejected: {last}", url, attempt, status)
             if attempt <= self.max_retries:
-                logger.warning("%s %s failed (%s); retry %d/%d in %.1fs", method, url, last, attempt, self.max_retries, delay)
-                time.sleep(delay)
+                wait_s = max(delay, min(asked_s, self.max_backoff_s))
+                logger.warning(
+                    "%s %s failed (%s); retry %d/%d in %.1fs", method, url, last, attempt, self.max_retries, wait_s
+                )
+                time.sleep(wait_s)
                 delay = min(delay * 2, self.max_backoff_s)
         raise RetrieverServiceError(
             f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {last}. "
             "Is the server up (servers/up.sh) and the URL right?",
             url, self.max_retries + 1, status,
         )
+
+
+def _retry_after_s(response: httpx.Response) -> float:
+    """Seconds from a ``Retry-After: N`` header (the retriever servers send N with a 503); 0 when absent or a date."""
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else 0.0

@@ -98,7 +98,7 @@ def _hostile_requests(url: str) -> list[tuple[str, httpx.Request, int]]:
             (f"query {literal}", post(f'{{"queries": [{literal}]}}'.encode()), 422),
             (f"include_texts {literal}", post(f'{{"queries": ["primes"], "include_texts": {literal}}}'.encode()), 422),
         ]
-    for label, k in (("string", '"3"'), ("bool", "true"), ("float", "3.0"), ("null", "null"), ("list", "[3]"),
+    for label, k in (("string", '"3"'), ("bool", "true"), ("float", "3.5"), ("null", "null"), ("list", "[3]"),
                      ("zero", "0"), ("negative", "-1"), ("huge", "1000001"), ("object", '{"k": 3}')):
         rows.append((f"k {label}", post(f'{{"queries": ["primes"], "k": {k}}}'.encode()), 422))
     for label, value in (("string", '"no"'), ("int", "0"), ("null", "null")):

@@ -122,3 +122,26 @@ def test_a_non_loopback_bind_without_a_key_is_refused(monkeypatch: pytest.Monkey
     assert serve_retriever.parse_config(argv).host == "0.0.0.0"
     monkeypatch.delenv("RETRIEVER_API_KEY")
     assert serve_retriever.parse_config([*argv[:-1], "127.0.0.1"]).host == "127.0.0.1"
+
+
+def test_k_3_0_is_3_blank_is_any_unicode_space_and_excluded_ids_may_be_blank(client: TestClient) -> None:
+    ok = client.post("/search", json={"queries": ["prime numbers"], "k": 3.0, "excluded_ids": [[" ", ""]]})
+    assert ok.status_code == 200 and len(ok.json()["results"][0]["doc_ids"]) == 3
+    for blank in ("\x1c", "\u3000", "\ufeff \x85", "\t\v"):  # Python's and JSON Schema's spaces alike
+        refused = client.post("/search", json={"queries": ["ok", blank]})
+        assert refused.status_code == 422 and "queries[1] is empty" in refused.text, repr(blank)
+    assert client.post("/search", json={"queries": ["ok"], "excluded_ids": []}).status_code == 422
+
+
+def test_the_openapi_document_states_the_limits_and_statuses(client: TestClient) -> None:
+    document = client.app.openapi()  # type: ignore[attr-defined]
+    request = document["components"]["schemas"]["BatchSearchRequest"]["properties"]
+    assert request["queries"]["maxItems"] == LIMITS.max_batch
+    assert request["queries"]["items"]["maxLength"] == LIMITS.max_query_chars
+    assert request["k"]["maximum"] == LIMITS.max_k
+    get = document["paths"]["/search"]["get"]
+    assert {p["name"]: p["schema"].get("maximum") for p in get["parameters"]}["k"] == LIMITS.max_k
+    for operation in (get, document["paths"]["/search"]["post"]):
+        assert {"200", "413", "422", "503"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+    assert client.get("/openapi.json").status_code == 404  # published only with enable_docs

@@ -9,14 +9,22 @@ prediction may be a whole solution: its last ``\\boxed{}`` is the answer, and wi
 whole text is. Grading is symbolic only (:mod:`models.answers.checking`) unless ``--llm_judge``,
 which asks the generator about every item the symbolic checks rejected. The output is written
 atomically; a summary (n, correct, accuracy) is logged and printed as one JSON line.
+
+The whole input is validated before anything is graded or written: a line that is not UTF-8 (named by
+line and byte offset), not JSON, not an object, lacks a field, has an ``id`` that is not a string or an
+integer or repeats an earlier line's ``id`` (both lines named), or holds a value the output could not carry
+(``NaN``, ``Infinity``, a lone surrogate; the field named) ends the run with one error line and exit 2
+(the traceback too with ``--debug``), and no output is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import logging
+import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -25,9 +33,10 @@ from typing import Any
 
 from models.answers.checking import DEFAULT_TIMEOUT_S, GradeResult, SymbolicChecker, grade
 from models.answers.judge import JudgeVerdict, judge_equivalence
-from models.io_utils import atomic_write_jsonl, read_jsonl_numbered
+from models.io_utils import atomic_write_jsonl
 from models.settings import load_settings
 from models.stage import (
+    StageError,
     StageRecord,
     add_config_argument,
     check_rerun,
@@ -40,7 +49,7 @@ from models.stage import (
 logger = logging.getLogger(__name__)
 
 STAGE = "grade_answers"
-INFORMATIONAL = frozenset({"generator_url", "num_workers", "overwrite", "quiet"})
+INFORMATIONAL = frozenset({"generator_url", "num_workers", "overwrite", "quiet", "debug"})
 
 REQUIRED_FIELDS = ("id", "prediction", "gold")
 
@@ -56,6 +65,7 @@ class GradeConfig:
     num_workers: int
     overwrite: bool
     quiet: bool
+    debug: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", type=int, default=1, help="symbolic worker processes")
     parser.add_argument("--overwrite", action="store_true", help="replace an output graded with other settings")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not only its line")
     return parser
 
 
@@ -109,27 +120,108 @@ def record_path(config: GradeConfig) -> Path:
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:
-    """All records of ``path``, validated before any grading starts.
+    """All records of ``path`` (JSONL, or ``.jsonl.gz``), validated before any grading starts.
 
-    Raises ``FileNotFoundError`` or ``ValueError`` naming the file, the line and the problem.
+    Raises ``FileNotFoundError``, or :class:`StageError` naming the file, the line and the field or byte.
     """
     if not path.is_file():
         raise FileNotFoundError(f"--input {path} does not exist; pass a JSONL file with id, prediction, gold")
     items: list[dict[str, Any]] = []
-    for line_no, record in read_jsonl_numbered(path):
-        for name in REQUIRED_FIELDS:
-            if name not in record:
-                raise ValueError(
-                    f"{path} line {line_no} has no {name!r} field; every line needs {', '.join(REQUIRED_FIELDS)}"
-                )
-        for name in ("prediction", "gold"):
-            value = record[name]
-            if value is not None and not isinstance(value, str | int | float):
-                raise ValueError(
-                    f"{path} line {line_no}: {name!r} must be a string or number, got {type(value).__name__}"
-                )
-        items.append(record)
+    line_of_id: dict[str, int] = {}
+    offset = 0  # bytes before the current line (of the decompressed text for .gz)
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                record = _parse_line(path, line_no, offset, raw)
+                offset += len(raw)
+                if record is None:
+                    continue
+                _check_record(path, line_no, record)
+                key = str(record["id"])
+                if key in line_of_id:
+                    raise StageError(
+                        f"{path} line {line_no}: id {record['id']!r:.80} is already the id of line {line_of_id[key]}; "
+                        "every line needs its own id"
+                    )
+                line_of_id[key] = line_no
+                items.append(record)
+    except (OSError, EOFError) as err:  # e.g. a truncated or corrupt .gz
+        raise StageError(f"{path} cannot be read after byte {offset}: {err}") from err
     return items
+
+
+def _parse_line(path: Path, line_no: int, offset: int, raw: bytes) -> dict[str, Any] | None:
+    """One line as a JSON object, ``None`` for a blank line; ``StageError`` naming what is wrong and where."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise StageError(
+            f"{path} line {line_no} is not UTF-8: byte {raw[err.start]:#04x} at byte offset {offset + err.start} "
+            f"({err.reason}); re-encode the file as UTF-8"
+        ) from None
+    if line_no == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StageError(f"{path} line {line_no} is not valid JSON: {err.msg.removesuffix(' at')} at column {err.colno}") from None
+    except RecursionError:
+        raise StageError(f"{path} line {line_no} nests arrays or objects too deeply to read") from None
+    except ValueError as err:  # an integer with more digits than Python converts
+        raise StageError(f"{path} line {line_no} holds a number too long to read ({str(err).split(';')[0]})") from None
+    if not isinstance(record, dict):
+        raise StageError(f"{path} line {line_no} must be a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _check_record(path: Path, line_no: int, record: dict[str, Any]) -> None:
+    """Required fields with usable types, and nothing the output could not be written with."""
+    for name in REQUIRED_FIELDS:
+        if name not in record:
+            raise StageError(
+                f"{path} line {line_no} has no {name!r} field; every line needs {', '.join(REQUIRED_FIELDS)}"
+            )
+    item_id = record["id"]
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int) or item_id == "":
+        raise StageError(f"{path} line {line_no}: 'id' must be a non-empty string or an integer, got {item_id!r:.60}")
+    for name in ("prediction", "gold"):
+        value = record[name]
+        if value is not None and not isinstance(value, str | int | float):
+            raise StageError(f"{path} line {line_no}: {name!r} must be a string or number, got {type(value).__name__}")
+    problem = _unwritable(record)
+    if problem:
+        field, why = problem
+        raise StageError(f"{path} line {line_no}: field {field!r} holds {why}, which the output cannot carry")
+
+
+def _unwritable(record: dict[str, Any]) -> tuple[str, str] | None:
+    """The first field (a dotted path) holding a non-finite number or a lone surrogate, and what it holds."""
+    surrogate = "a lone surrogate (invalid Unicode)"
+    stack: list[tuple[str, Any]] = [("", record)]
+    while stack:  # iterative: a record may nest as deeply as the JSON reader allows
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where, str(value)
+        if isinstance(value, str) and not _encodable(value):
+            return where, surrogate
+        if isinstance(value, dict):
+            for key, inner in reversed(value.items()):
+                if not _encodable(key):
+                    return where or "<line>", f"a key with {surrogate}"
+                stack.append((f"{where}.{key}" if where else key, inner))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", inner) for i, inner in reversed(list(enumerate(value))))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_text(value: Any) -> str | None:
@@ -201,7 +293,7 @@ async def _judge_rejected(
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     configure_logging(quiet=config.quiet)
-    return run_stage(lambda: grade_file(config), name=STAGE)
+    return run_stage(lambda: grade_file(config), name=STAGE, debug=config.debug)
 
 
 def grade_file(config: GradeConfig) -> None:

@@ -1,16 +1,20 @@
-"""How well the MCTS keeps a generator server busy: its tokens/second over a saturating plain load's.
+"""How well the MCTS keeps a generator server busy: its output rate over the server's own saturated rate for
+the very requests the MCTS sent.
 
-Each search is sequential (one LLM call after another), so the runner gets throughput only by running
-many searches at once. This script (not a test) measures, against one running OpenAI-compatible server:
+Each search is sequential (one LLM call after another), so the runner gets throughput only by running many
+searches at once; what it can lose is time between requests (retrieval, parsing, answer checking, the tail
+of the run). This script (not a test) measures both sides against one running OpenAI-compatible server,
+alternating them ``--repeats`` times:
 
-1. ``plain``: ``--load_concurrency`` workers sending chat requests back to back for ``--seconds``
-   (prompts shaped like the MCTS ones: a few-shot prompt of our OST/CRS files, ``--load_max_tokens``
-   tokens each) — the server's saturated output rate;
-2. ``mcts``: the real runner (:func:`run_src.run_parallel_workers.run_problems`) searching
-   ``--problems`` CHAMP problems with ``--workers`` concurrent searches and the given retriever server.
+1. ``mcts``: the real runner (:func:`run_src.run_parallel_workers.run_problems`) searching ``--problems``
+   CHAMP problems with ``--workers`` concurrent searches, the generator client built as the runner builds it
+   (requests in flight = concurrent searches), and every request it sends recorded;
+2. ``replay``: the same recorded requests (same messages, sampling parameters and seeds, so the same prompt
+   and answer lengths) sent with no dependencies between them, ``--workers`` in flight: the server's
+   saturated rate for the MCTS's own prompt/answer length mix at the MCTS's load.
 
-It prints completion tokens/second of both and their ratio (target ≥ 0.8), and writes them as JSON with
-``--json_out``. Start the servers first, e.g.::
+It prints completion tokens/second of each round, the medians and minima, and the utilisation
+``mcts / replay`` (target >= 0.95), and writes them as JSON with ``--json_out``. Start the servers first, e.g.::
 
     bash servers/up.sh generator=$(python -m models.embedded.assets | jq -r .smollm2),8010 bm25=champ,8012
     python -m benchmarks.mcts_throughput --generator_url http://127.0.0.1:8010/v1 \\
@@ -23,14 +27,17 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from models.llm.client import LLMClientConfig, SamplingParams
+from models.llm.client import Completion, LLMClient, LLMClientConfig, SamplingParams
 from models.llm.factory import build_llm_client
 from models.serving.retriever_client import RetrieverClient
-from run_src.mcts.llm_actions import ActionResources, ActionSettings, MCTSPrompts, RetrieverSet
+from run_src.mcts.llm_actions import ActionResources, ActionSettings, RetrieverSet
 from run_src.mcts.nodes import ActionName, ExpansionConfig
 from run_src.mcts.problems import load_problems
 from run_src.mcts.run_outputs import RunDirectory, index_width
@@ -38,41 +45,46 @@ from run_src.mcts.solve import SearchSettings
 from run_src.run_parallel_workers import run_problems
 
 
-def plain_load(base_url: str, model: str, concurrency: int, seconds: float, max_tokens: int) -> dict[str, float]:
-    """Saturate the server with ``concurrency`` back-to-back chat requests for ``seconds``."""
-    prompts = MCTSPrompts.load(True)
-    problems = load_problems("CHAMP").problems
-    client = build_llm_client(
-        LLMClientConfig("openai-compatible", model, base_url=base_url, max_concurrency=concurrency)
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the MCTS sent: ``chat`` messages or a ``complete`` prompt, with its sampling parameters."""
+
+    kind: str
+    payload: Any
+    params: SamplingParams
+    completion_tokens: int
+
+
+def record_requests(client: LLMClient) -> list[RecordedRequest]:
+    """Make ``client`` append every successful request to the returned list (benchmark instrumentation)."""
+    recorded: list[RecordedRequest] = []
+    chat, complete = client._chat, client._complete
+
+    async def recording_chat(messages: Any, params: SamplingParams) -> Completion:
+        completion = await chat(messages, params)
+        recorded.append(RecordedRequest("chat", messages, params, completion.completion_tokens))
+        return completion
+
+    async def recording_complete(prompt: Any, params: SamplingParams) -> Completion:
+        completion = await complete(prompt, params)
+        recorded.append(RecordedRequest("complete", prompt, params, completion.completion_tokens))
+        return completion
+
+    client._chat, client._complete = recording_chat, recording_complete  # type: ignore[method-assign]
+    return recorded
+
+
+def generator_client(args: argparse.Namespace) -> LLMClient:
+    """The client the runner would build: as many requests in flight as concurrent searches."""
+    return build_llm_client(
+        LLMClientConfig("openai-compatible", args.model, base_url=args.generator_url, max_concurrency=args.workers)
     )
 
-    async def worker(worker_id: int, stop_at: float) -> int:
-        tokens, turn = 0, 0
-        while time.monotonic() < stop_at:
-            problem = problems[(worker_id * 7 + turn) % len(problems)]
-            template = prompts.crs if turn % 2 else prompts.ost
-            messages = template.render(question=problem.problem, partial_solution="(no steps yet)")
-            params = SamplingParams(max_tokens=max_tokens, temperature=0.8, top_p=0.95, seed=worker_id * 1000 + turn)
-            completion = await client.achat(messages, params)
-            tokens += completion.completion_tokens
-            turn += 1
-        return tokens
 
-    async def run() -> tuple[int, float]:
-        started = time.monotonic()
-        counts = await asyncio.gather(*(worker(i, started + seconds) for i in range(concurrency)))
-        return sum(counts), time.monotonic() - started
-
-    tokens, wall = asyncio.run(run())
-    client.close()
-    return {"completion_tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall}
-
-
-def mcts_load(args: argparse.Namespace) -> dict[str, float]:
-    """Run the real MCTS runner on ``--problems`` CHAMP problems and measure the generator's output rate."""
-    client = build_llm_client(
-        LLMClientConfig("openai-compatible", args.model, base_url=args.generator_url, max_concurrency=256)
-    )
+def mcts_load(args: argparse.Namespace) -> tuple[dict[str, float], list[RecordedRequest]]:
+    """Run the real MCTS runner on ``--problems`` CHAMP problems; its output rate and the requests it sent."""
+    client = generator_client(args)
+    recorded = record_requests(client)
     settings = ActionSettings(
         crs_max_tokens=args.max_tokens, ost_max_tokens=64, qg_max_tokens=args.max_tokens,
         summary_max_tokens=64, reflection_max_tokens=48, topk_rt=3,
@@ -98,7 +110,28 @@ def mcts_load(args: argparse.Namespace) -> dict[str, float]:
         "seconds": wall,
         "tokens_per_s": usage["completion_tokens"] / wall,
         "failed_problems": len(failed),
-    }
+    }, recorded
+
+
+def replay_load(args: argparse.Namespace, requests: list[RecordedRequest]) -> dict[str, float]:
+    """Send ``requests`` with ``--workers`` in flight and no dependencies: the saturated rate for their mix."""
+    client = generator_client(args)
+
+    async def one(request: RecordedRequest) -> int:
+        if request.kind == "chat":
+            completion = await client.achat(request.payload, request.params)
+        else:
+            completion = await client.acomplete(request.payload, request.params)
+        return completion.completion_tokens
+
+    async def run() -> tuple[int, float]:
+        started = time.monotonic()
+        counts = await asyncio.gather(*(one(r) for r in requests))  # the client admits --workers at a time
+        return sum(counts), time.monotonic() - started
+
+    tokens, wall = asyncio.run(run())
+    client.close()
+    return {"completion_tokens": tokens, "requests": len(requests), "seconds": wall, "tokens_per_s": tokens / wall}
 
 
 def main() -> None:
@@ -106,30 +139,44 @@ def main() -> None:
     parser.add_argument("--generator_url", required=True)
     parser.add_argument("--model", required=True, help="served model name")
     parser.add_argument("--bm25_url", required=True, help="BM25 server over the CHAMP concepts (bm25=champ)")
-    parser.add_argument("--load_concurrency", type=int, default=32)
-    parser.add_argument("--load_max_tokens", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--problems", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=32, help="concurrent searches")
+    parser.add_argument("--workers", type=int, default=32, help="concurrent searches (and requests in flight)")
     parser.add_argument("--rollouts", type=int, default=2)
     parser.add_argument("--max_depth", type=int, default=4)
     parser.add_argument("--max_tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2, help="mcts/replay rounds, alternating")
     parser.add_argument("--json_out", default=None)
     args = parser.parse_args()
+    if min(args.problems, args.workers, args.repeats) < 1:
+        parser.error("--problems, --workers and --repeats must be >= 1")
     logging.basicConfig(level=logging.WARNING)
 
-    plain = plain_load(args.generator_url, args.model, args.load_concurrency, args.seconds, args.load_max_tokens)
+    rounds: list[dict[str, Any]] = []
+    for index in range(args.repeats):
+        mcts, recorded = mcts_load(args)
+        replay = replay_load(args, recorded)
+        rounds.append({"mcts": mcts, "replay": replay, "utilisation": mcts["tokens_per_s"] / replay["tokens_per_s"]})
+        print(
+            f"round {index + 1}: mcts {mcts['tokens_per_s']:8.1f} tok/s ({mcts['completion_tokens']} tokens, "
+            f"{mcts['requests']} requests, {mcts['seconds']:.0f} s, {mcts['failed_problems']} failed problems) | "
+            f"replay {replay['tokens_per_s']:8.1f} tok/s ({replay['completion_tokens']} tokens, {replay['seconds']:.0f} s)"
+        )
+    summary = {
+        side: {
+            "median_tokens_per_s": statistics.median(r[side]["tokens_per_s"] for r in rounds),
+            "min_tokens_per_s": min(r[side]["tokens_per_s"] for r in rounds),
+        }
+        for side in ("mcts", "replay")
+    }
+    utilisation = summary["mcts"]["median_tokens_per_s"] / summary["replay"]["median_tokens_per_s"]
     print(
-        f"plain load : {plain['tokens_per_s']:8.1f} tok/s ({plain['completion_tokens']} tokens in {plain['seconds']:.0f} s)"
+        f"| MCTS tokens/s over a replay of its own requests | {summary['mcts']['median_tokens_per_s']:.1f} | "
+        f"{summary['replay']['median_tokens_per_s']:.1f} | **{utilisation:.2f}** | (median of {args.repeats}; "
+        "target >= 0.95)"
     )
-    mcts = mcts_load(args)
-    print(f"mcts       : {mcts['tokens_per_s']:8.1f} tok/s ({mcts['completion_tokens']} tokens, {mcts['requests']} requests, "
-          f"{mcts['seconds']:.0f} s, {mcts['failed_problems']} failed problems)")  # fmt: skip
-    ratio = mcts["tokens_per_s"] / plain["tokens_per_s"]
-    print(f"ratio mcts/plain: {ratio:.2f} (target >= 0.8)")
     if args.json_out:
         Path(args.json_out).write_text(
-            json.dumps({"plain": plain, "mcts": mcts, "ratio": ratio, "args": vars(args)}, indent=2)
+            json.dumps({"rounds": rounds, "summary": summary, "utilisation": utilisation, "args": vars(args)}, indent=2)
         )
 
 

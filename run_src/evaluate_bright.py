@@ -257,7 +257,10 @@ def _resolve(
 
     encoder = EncoderFlags.from_args(args)
     if spec is not None and spec.kind == "dense":
-        encoder = encoder_flags_for(args.model, encoder, settings)
+        try:
+            encoder = encoder_flags_for(args.model, encoder, settings)
+        except ValueError as err:  # a refused key (grit) or flags its family cannot take
+            parser.error(str(err))
         if not encoder.model_path and not args.scores:
             parser.error(f"--model {args.model} needs --model_path (a model directory or Hub id)")
         # BRIGHT's instruction for the task unless --instruction_task says otherwise.

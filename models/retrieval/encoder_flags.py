@@ -6,7 +6,7 @@ flags from :func:`add_encoder_arguments`, with one spelling each::
 
     --model_path --tokenizer --pooling --text_format --eos_token --instruction_task --query_instruction
     --query_max_len --doc_max_len --encode_batch_size --dtype --device --trust_remote_code
-    --encoder_backend --encoder_url --served_model_name
+    --encoder_backend --encoder_url --served_model_name --encoder_concurrency
 
 ``--eos_token`` forces the EOS string a format appends (instead of the tokenizer's: the RaDeR reference's
 query path hard-coded Qwen2.5-14B-Instruct's ``<|im_end|>`` for every checkpoint, spec §10 pitfall 6); a
@@ -46,7 +46,9 @@ from models.retrieval.text_formats import PRESETS, TextFormat, get_format, with_
 
 NO_INSTRUCTION = "none"
 # Encoder flags that change how fast vectors are computed, never which: informational in every stage.
-INFORMATIONAL_ENCODER_FLAGS = ("encode_batch_size", "device", "encoder_backend", "encoder_url", "served_model_name")
+INFORMATIONAL_ENCODER_FLAGS = (
+    "encode_batch_size", "device", "encoder_backend", "encoder_url", "served_model_name", "encoder_concurrency",
+)  # fmt: skip
 # The pooling each BRIGHT-baseline format was run with (spec evaluation.md §3), when --pooling is not given.
 FORMAT_POOLINGS = {
     "bright_qwen2": "last",
@@ -77,6 +79,7 @@ class EncoderFlags:
     encoder_backend: str = "transformers"
     encoder_url: str | None = None
     served_model_name: str | None = None
+    encoder_concurrency: int | None = None  # vllm-server only; None: EncoderConfig's default
     trust_remote_code: bool | None = None  # None: the retriever key's choice (False without one)
 
     @classmethod
@@ -140,6 +143,7 @@ class EncoderFlags:
             server_url=self.encoder_url,
             served_model_name=self.served_model_name,
             trust_remote_code=bool(self.trust_remote_code),
+            **({"concurrency": self.encoder_concurrency} if self.encoder_concurrency is not None else {}),
         )
 
 
@@ -205,6 +209,12 @@ def add_encoder_arguments(
     flag("encoder_url", default=d.encoder_url, help="vllm-server: base URL of the embedding server")
     flag("served_model_name", default=d.served_model_name, help="vllm-server: the model's name on the server")
     flag(
+        "encoder_concurrency",
+        type=int,
+        default=d.encoder_concurrency,
+        help=f"vllm-server: embedding requests in flight at once (default {EncoderConfig.concurrency})",
+    )
+    flag(
         "trust_remote_code",
         action=argparse.BooleanOptionalAction,
         default=d.trust_remote_code,
@@ -216,6 +226,14 @@ def check_encoder_flags(flags: EncoderFlags, flag_prefix: str = "") -> str | Non
     """A message for flags that cannot work together, or ``None`` (call before loading anything)."""
     if flags.encode_batch_size < 1:
         return f"--{flag_prefix}encode_batch_size must be >= 1, got {flags.encode_batch_size}"
+    if flags.encoder_concurrency is not None:
+        if flags.encoder_backend != "vllm-server":
+            return (
+                f"--{flag_prefix}encoder_concurrency sets the requests in flight to a vLLM embedding server; "
+                f"add --{flag_prefix}encoder_backend vllm-server or drop it"
+            )
+        if flags.encoder_concurrency < 1:
+            return f"--{flag_prefix}encoder_concurrency must be >= 1, got {flags.encoder_concurrency}"
     if flags.encoder_backend == "vllm-server" and not flags.encoder_url:
         return f"--{flag_prefix}encoder_backend vllm-server needs --{flag_prefix}encoder_url (e.g. http://127.0.0.1:8002)"
     if flags.eos_token is not None:

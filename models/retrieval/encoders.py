@@ -30,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
 import json
@@ -101,6 +102,7 @@ class EncoderConfig:
     max_retries: int = field(default=5, metadata={"help": "retries after the first failed request"})
     backoff_base_s: float = field(default=1.0, metadata={"help": "first retry delay, doubled each time"})
     backoff_cap_s: float = field(default=30.0, metadata={"help": "longest delay between retries"})
+    concurrency: int = field(default=8, metadata={"help": "vllm-server: batches in flight at once"})
 
     def __post_init__(self) -> None:
         if isinstance(self.text_format, dict):
@@ -123,8 +125,8 @@ class EncoderConfig:
             value = getattr(self, name)
             if value is not None and value < 2:
                 raise ValueError(f"EncoderConfig.{name}={value}; use None (no truncation) or at least 2")
-        if self.batch_size < 1 or self.max_retries < 0:
-            raise ValueError("EncoderConfig.batch_size must be >= 1 and max_retries >= 0")
+        if self.batch_size < 1 or self.max_retries < 0 or self.concurrency < 1:
+            raise ValueError("EncoderConfig.batch_size and concurrency must be >= 1 and max_retries >= 0")
         if self.backend == "vllm-server" and not self.server_url:
             raise ValueError("backend='vllm-server' needs server_url (e.g. http://127.0.0.1:8001)")
 
@@ -548,9 +550,14 @@ class VllmServerEncoder(Encoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         inputs = self._inputs(texts, max_len)
         size = self.config.batch_size
-        chunks = []
-        for start in tqdm(range(0, len(inputs), size), desc=desc, unit="batch", disable=not show_progress):
-            chunks.append(self._request(inputs[start : start + size]))
+        batches = [inputs[start : start + size] for start in range(0, len(inputs), size)]
+        # vLLM batches concurrent requests itself; one request at a time would leave the GPU idle between them.
+        # map() keeps the batches' order, and the first failure (after its retries) cancels the rest.
+        with concurrent.futures.ThreadPoolExecutor(min(self.config.concurrency, len(batches)), "embed") as pool:
+            chunks = list(
+                tqdm(pool.map(self._request, batches), total=len(batches), desc=desc, unit="batch",
+                     disable=not show_progress)
+            )  # fmt: skip
         vectors = np.concatenate(chunks, axis=0)
         self._dim = self._dim or int(vectors.shape[1])
         return vectors
@@ -582,10 +589,14 @@ class VllmServerEncoder(Encoder):
                 status, detail = None, repr(err)
             else:
                 if response.status_code == 200:
-                    return response.json()
-                status, detail = response.status_code, response.text[:500]
-                if status not in RETRYABLE_STATUS:
-                    raise EncoderServiceError(self.url, status, detail)
+                    try:
+                        return response.json()
+                    except ValueError:  # a truncated or garbled body is as transient as a dropped connection
+                        status, detail = 200, f"model {self.model_name}: malformed JSON body {response.content[:200]!r}"
+                else:
+                    status, detail = response.status_code, response.text[:500]
+                    if status not in RETRYABLE_STATUS:
+                        raise EncoderServiceError(self.url, status, detail)
             if attempt < cfg.max_retries:
                 delay = min(cfg.backoff_cap_s, cfg.backoff_base_s * 2**attempt)
                 logger.warning(

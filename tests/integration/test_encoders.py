@@ -8,11 +8,13 @@ weights through ``TransformersEncoder.with_options``. The vLLM client is tested 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pytest
 from models.retrieval.corpus import Corpus
 from models.retrieval.dense_search import DenseIndex, faiss_available, to_run
 from models.retrieval.embedding_cache import build_or_load_doc_embeddings, cache_dir, load_doc_embeddings
+from models.retrieval.encoder_flags import EncoderFlags, add_encoder_arguments, check_encoder_flags
 from models.retrieval.encoders import EncoderConfig, EncoderServiceError, TransformersEncoder, build_encoder
 from models.retrieval.text_formats import PLAIN, RADER, format_document, format_query
 from tests.conftest import REPO_ROOT
@@ -282,6 +285,9 @@ def test_search_k_larger_than_corpus_and_everything_excluded(backend: str) -> No
 # --- vLLM server backend against a fake OpenAI embeddings endpoint -------------------------------
 
 
+TRUNCATED = 0  # a scripted failure: 200 with a body cut off mid-JSON
+
+
 class FakeEmbeddingsServer:
     """An ``httpx.MockTransport`` handler: deterministic vectors, shuffled ``data``, scripted failures."""
 
@@ -296,7 +302,10 @@ class FakeEmbeddingsServer:
         body = json.loads(request.content)
         self.requests.append(body)
         if self.failures:
-            return httpx.Response(self.failures.pop(0), json={"error": {"message": "scripted failure"}})
+            failure = self.failures.pop(0)
+            if failure == TRUNCATED:
+                return httpx.Response(200, content=b'{"object": "list", "data": [{"index": 0, "embe')
+            return httpx.Response(failure, json={"error": {"message": "scripted failure"}})
         data = [
             {"index": i, "embedding": self.vector(item), "object": "embedding"} for i, item in enumerate(body["input"])
         ]
@@ -371,6 +380,66 @@ def test_vllm_client_retries_then_gives_up(smollm2_dir: Path) -> None:
     with pytest.raises(EncoderServiceError, match="last status 400"):
         encoder.encode_documents(["x"], show_progress=False)
     assert len(server.requests) == 1  # a client error is not retried
+
+
+def test_vllm_client_retries_a_truncated_200_body(smollm2_dir: Path) -> None:
+    server = FakeEmbeddingsServer(failures=[TRUNCATED])
+    encoder = _vllm_encoder(server, str(smollm2_dir), max_retries=2)
+    assert encoder.encode_documents(["x"], show_progress=False).shape == (1, 6)
+    assert len(server.requests) == 2
+
+    server = FakeEmbeddingsServer(failures=[TRUNCATED] * 3)
+    encoder = _vllm_encoder(server, str(smollm2_dir), max_retries=2)
+    with pytest.raises(EncoderServiceError, match=r"model rader: malformed JSON body b'\{\"object\"") as info:
+        encoder.encode_documents(["x"], show_progress=False)
+    assert info.value.status == 200 and len(server.requests) == 3
+
+
+class ConcurrencyProbe(FakeEmbeddingsServer):
+    """Holds each request until ``expected`` are in flight together (or a timeout), counting the peak."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(dim=6)
+        self.barrier = threading.Barrier(expected, timeout=10)
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            if request.url.path != "/health":
+                self.barrier.wait()  # BrokenBarrierError (a failed test) unless `expected` requests overlap
+            return super().__call__(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_vllm_client_keeps_concurrency_requests_in_flight_in_order(smollm2_dir: Path) -> None:
+    texts = [f"document number {i} about primes" for i in range(16)]  # 8 batches of 2
+    sequential = _vllm_encoder(FakeEmbeddingsServer(dim=6), str(smollm2_dir), concurrency=1)
+    expected = sequential.encode_documents(texts, show_progress=False)
+    probe = ConcurrencyProbe(expected=4)
+    parallel = _vllm_encoder(probe, str(smollm2_dir), concurrency=4)
+    vectors = parallel.encode_documents(texts, show_progress=False)
+    assert probe.peak == 4 and len(probe.requests) == 8
+    np.testing.assert_array_equal(vectors, expected)  # batch order kept
+
+
+def test_encoder_concurrency_flag_reaches_the_client_and_is_refused_in_process() -> None:
+    parser = argparse.ArgumentParser()
+    add_encoder_arguments(parser)
+    served = EncoderFlags.from_args(parser.parse_args(
+        ["--model_path", "m", "--encoder_backend", "vllm-server", "--encoder_url", "http://h:1", "--encoder_concurrency", "16"]
+    ))  # fmt: skip
+    assert check_encoder_flags(served) is None and served.encoder_config().concurrency == 16
+    assert EncoderFlags(model_path="m").encoder_config().concurrency == EncoderConfig.concurrency
+    in_process = EncoderFlags.from_args(parser.parse_args(["--model_path", "m", "--encoder_concurrency", "4"]))
+    assert "--encoder_concurrency sets the requests in flight" in (check_encoder_flags(in_process) or "")
+    zero = dataclasses.replace(served, encoder_concurrency=0)
+    assert check_encoder_flags(zero) == "--encoder_concurrency must be >= 1, got 0"
 
 
 def test_vllm_client_without_tokenizer_needs_explicit_eos(tmp_path: Path) -> None:
@@ -458,7 +527,7 @@ def test_minilm_truncates_where_sentence_transformers_does(minilm: TransformersE
     from sentence_transformers import SentenceTransformer
 
     rng = np.random.default_rng(0)
-    words = "theorem prime integer divides sum product triangle angle proof lemma field ring group order".split()
+    words = ["theorem", "prime", "integer", "divides", "sum", "product", "triangle", "angle", "proof", "lemma"]
     docs = [" ".join(rng.choice(words, size=400)) for _ in range(3)]
     assert all(len(ids) > 300 for ids in minilm.tokenizer(docs)["input_ids"])  # longer than 256 tokens
     reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(docs, normalize_embeddings=True)

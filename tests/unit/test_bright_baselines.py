@@ -140,6 +140,17 @@ def test_grit_is_listed_but_refused_with_the_reason() -> None:
         encoder_flags_for("grit", EncoderFlags(), Settings())
 
 
+def test_grit_on_the_command_line_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from run_src.evaluate_bright import parse_config
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--task", "biology", "--model", "grit", "--output_dir", str(tmp_path)], Settings())
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--model grit is refused" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 # --- the instruction-free pooling ----------------------------------------------------------------
 
 

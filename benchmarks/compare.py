@@ -233,7 +233,7 @@ def compare_encode(texts: list[str], repeats: int, batch_size: int) -> list[Row]
 # ------------------------------------------------------------------------------------------------ main
 
 
-def extrapolate(rows: dict[str, Row], docs: int) -> list[str]:
+def extrapolate(rows: dict[str, Row], docs: int, bm25_bytes: int = 0) -> list[str]:
     """Paper-scale time from the measured per-item costs (linear in corpus size for search)."""
     lines = ["", "Paper scale (BRIGHT's 12 splits), from the per-item costs above:"]
     total_docs = sum(n for n, _ in BRIGHT_SIZES.values())
@@ -249,6 +249,17 @@ def extrapolate(rows: dict[str, Row], docs: int) -> list[str]:
         rate = rows["encode"].items / rows["encode"].ours_median_s
         lines.append(f"- MiniLM over all {total_docs:,} BRIGHT documents on this CPU: {total_docs / rate / 3600:.1f} h")
     lines.append(f"- float32 embeddings of all BRIGHT corpora at 3,584-d (Qwen2.5-7B): {total_docs * 3584 * 4 / 1e9:.1f} GB")
+    largest, (largest_docs, _) = max(BRIGHT_SIZES.items(), key=lambda item: item[1][0])
+    lines.append(
+        f"- dense index in memory, largest split ({largest}, {largest_docs:,} docs x 3,584): "
+        f"{largest_docs * 3584 * 4 / 1e9:.1f} GB (one copy: faiss's; the cache file is memory-mapped)"
+    )
+    if "bm25_single" in rows and bm25_bytes:
+        per_doc = bm25_bytes / docs
+        lines.append(
+            f"- BM25 postings at {per_doc:.0f} B/doc (this corpus's 120-word documents; BRIGHT's are longer): "
+            f"{per_doc * largest_docs / 1e9:.2f} GB for {largest}"
+        )
     return lines
 
 
@@ -300,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n| figure | ours | anchor | ratio |\n|---|---|---|---|")
     for row in rows.values():
         print(row.line())
-    print("\n".join(extrapolate(rows, args.docs)))
+    bm25_bytes = index.postings_nbytes if index is not None else 0
+    print("\n".join(extrapolate(rows, args.docs, bm25_bytes)))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:
             json.dump({k: {**asdict(v), "ratio": v.ratio} for k, v in rows.items()}, handle, indent=2)

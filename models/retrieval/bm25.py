@@ -214,6 +214,11 @@ class BM25Index:
             "analyzer": self.analyzer.name,
         }
 
+    @property
+    def postings_nbytes(self) -> int:
+        """Bytes held by the posting lists the kernels read (offsets, document numbers, weights)."""
+        return sum(array.nbytes for array in self._postings)
+
     # ------------------------------------------------------------------------------------------ scoring
 
     def score_all(self, query: str) -> np.ndarray:

@@ -38,20 +38,33 @@ def _demo(out_dir: Path, generator: RunningServer, *extra: str) -> list[str]:
 
 def test_interrupted_demo_stops_its_servers(generator_server: RunningServer, tmp_path: Path) -> None:
     out_dir = tmp_path / "demo"
-    process = subprocess.Popen(
-        _demo(out_dir, generator_server), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "demo.stderr"  # a file, not a pipe: a pipe nobody reads fills up and blocks the demo
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            _demo(out_dir, generator_server), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True,
+        )  # fmt: skip
     deadline = time.monotonic() + 600
     while not list((out_dir / "reproduce").glob("02-*.done")) and not _server_groups(out_dir):  # servers are up
-        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.5)
     time.sleep(3)  # let up.sh finish writing its pid files
     groups = _server_groups(out_dir)
     assert groups, "the demo started no server"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
-    assert process.wait(timeout=120) != 0
+    try:
+        returncode = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        processes = subprocess.run(["ps", "-s", str(process.pid), "-o", "pid,pgid,stat,etime,args"],
+                                   capture_output=True, text=True).stdout  # fmt: skip
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise AssertionError(
+            f"the demo still ran 120 s after Ctrl-C; its processes:\n{processes}\n"
+            f"its stderr (end):\n{log.read_text(errors='replace')[-3000:]}"
+        ) from None
+    assert returncode != 0
     assert not [g for g in groups if _alive(g)]
 
 

@@ -56,10 +56,12 @@ def test_killed_run_resumes_without_losing_or_duplicating_problems(
     run = tmp_path / "CHAMP" / Path(generator_server.model).name / "killed-and-resumed"
     sheets = run / "answer_sheets"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "first-run.stderr"  # a file, not a pipe nobody reads (which could fill and block the run)
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 900
     while not list(sheets.glob("*Answer.json")) if sheets.is_dir() else True:
-        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline, "no problem finished within 15 minutes"
         time.sleep(0.02)  # a SmolLM2 problem can take well under a second: kill soon after the first one
     process.send_signal(signal.SIGKILL)

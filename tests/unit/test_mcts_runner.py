@@ -268,8 +268,10 @@ def test_sigint_stops_new_requests_keeps_finished_problems_and_exits_130(tmp_pat
     with FakeGeneratorServer("ok", delay_s=0.15) as generator:
         argv = _argv(tmp_path, generator.base_url, bm25_url, "interrupted", 2, "--interrupt_grace_s", "2")
         argv[argv.index("--end_idx") + 1] = "12"
-        process = subprocess.Popen([sys.executable, "-m", "run_src.run_parallel_workers", *argv],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        log = tmp_path / "interrupted.stderr"  # a file: a pipe read only at the end could fill and block the run
+        with open(log, "wb") as stderr_file:
+            process = subprocess.Popen([sys.executable, "-m", "run_src.run_parallel_workers", *argv],
+                                       stdout=subprocess.DEVNULL, stderr=stderr_file)  # fmt: skip
         sheets = _run_dir(tmp_path, "interrupted") / "answer_sheets"
         deadline = time.monotonic() + 120
         while not (sheets.is_dir() and list(sheets.glob("*Answer.json"))):
@@ -277,7 +279,8 @@ def test_sigint_stops_new_requests_keeps_finished_problems_and_exits_130(tmp_pat
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        stderr = log.read_text(errors="replace")
         assert process.returncode == 130, stderr[-3000:]
         assert time.monotonic() - sent < 2 + 5
         after_exit = generator.attempts

@@ -8,12 +8,20 @@ is a random 2-layer Qwen2 with SmolLM2's tokenizer, for the training stages' plu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a shell without job control (`bash scripts/test.sh &`) inherits
+# SIGINT ignored, and so would every child: Python would never raise KeyboardInterrupt and bash cannot trap
+# a signal ignored on entry, so the Ctrl-C tests would test nothing. A handler (unlike SIG_IGN) is reset to
+# the default in each exec'd child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

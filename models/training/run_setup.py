@@ -253,3 +253,14 @@ def train_and_mark_success(trainer: Any, output_dir: str | Path, resume: str | N
         }
         mark_success(output_dir, summary)
         print(f"trained {trainer.state.global_step} steps, mean loss {result.training_loss:.4f} -> {output_dir}")
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Leave torch.distributed together: a rank that exits while the other still holds the gloo/NCCL group
+    can abort in its C++ threads at interpreter exit ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

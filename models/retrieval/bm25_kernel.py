@@ -11,8 +11,8 @@ fewer than ``k`` documents match. Every BM25 contribution is positive (idf = ln(
 exactly 0 means untouched.
 
 The index passes offsets as uint64 and document numbers as uint32, so the posting loops index without
-numba's negative-index wraparound check. The kernels release the GIL (``nogil``), so server threads search in parallel; they are compiled on
-first use and cached next to this file by numba.
+numba's negative-index wraparound check. The kernels release the GIL (``nogil``), so server threads
+search in parallel; they are compiled on first use and cached next to this file by numba.
 """
 
 from __future__ import annotations

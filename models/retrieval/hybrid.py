@@ -82,8 +82,7 @@ def fuse_scores(dense: np.ndarray, bm25: np.ndarray, alpha: float) -> np.ndarray
 def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best finite scores, descending, ties in position order (a stable sort)."""
     finite_mask = np.isfinite(scores)
-    all_finite = bool(finite_mask.all())
-    finite = None if all_finite else np.flatnonzero(finite_mask)
+    finite = None if finite_mask.all() else np.flatnonzero(finite_mask)
     values = scores if finite is None else scores[finite]  # no gather when nothing is excluded
     if k < values.size:
         kth = np.partition(values, values.size - k)[values.size - k]  # the k-th largest (4x faster than negating)

@@ -19,7 +19,8 @@ cannot win.
 * ``hybrid``: :func:`models.retrieval.hybrid.fuse_runs` vs the same fusion written directly in numpy
   (one matrix product, BM25 ``score_all``, z-scores, one top-k, the run's id -> score dicts), top 1000.
 * ``encode``: our MiniLM :class:`~models.retrieval.encoders.TransformersEncoder` vs
-  ``SentenceTransformer.encode``, same documents and batch size.
+  ``SentenceTransformer.encode``, same documents and batch size: eager, and with ``--encoder_compile``
+  (``torch.compile``, timed once its warm-up call has compiled it).
 
 The MCTS's use of a generator server needs a running vLLM and is measured by
 ``python -m benchmarks.mcts_throughput``. After the table comes a paper-scale extrapolation: the
@@ -212,6 +213,7 @@ def compare_hybrid(vectors: np.ndarray, index: BM25Index, queries: list[str], re
 
 
 def compare_encode(texts: list[str], repeats: int, batch_size: int) -> list[Row]:
+    """Eager and ``--encoder_compile`` rows; the compiled one is timed after its warm-up call compiled it."""
     from sentence_transformers import SentenceTransformer
 
     from models.embedded.assets import minilm_path
@@ -219,15 +221,23 @@ def compare_encode(texts: list[str], repeats: int, batch_size: int) -> list[Row]
     from models.retrieval.text_formats import PLAIN
 
     path = str(minilm_path())
-    ours = build_encoder(EncoderConfig(path, pooling="mean", text_format=PLAIN, batch_size=batch_size, device="cpu"))
     anchor = SentenceTransformer(path, device="cpu")
-    a = ours.encode_documents(texts, show_progress=False)
-    b = anchor.encode(texts, batch_size=batch_size, normalize_embeddings=True)
-    assert float(np.min(np.sum(a * b, axis=1))) > 0.9999, "encode: vectors differ from sentence-transformers"
-    return [_row(f"MiniLM encoding, {len(texts)} docs (docs/s)", "SentenceTransformer.encode", len(texts),
-                 alternate(lambda: ours.encode_documents(texts, show_progress=False),
-                           lambda: anchor.encode(texts, batch_size=batch_size, normalize_embeddings=True),
-                           repeats))]  # fmt: skip
+
+    def theirs() -> np.ndarray:
+        return anchor.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+
+    reference = theirs()
+    rows = []
+    for compiled in (False, True):
+        ours = build_encoder(
+            EncoderConfig(path, pooling="mean", text_format=PLAIN, batch_size=batch_size, device="cpu", compile=compiled)
+        )
+        vectors = ours.encode_documents(texts, show_progress=False)
+        assert float(np.min(np.sum(vectors * reference, axis=1))) > 0.9999, "encode: vectors differ from sentence-transformers"
+        figure = f"MiniLM encoding{', --encoder_compile' if compiled else ''}, {len(texts)} docs (docs/s)"
+        times = alternate(lambda ours=ours: ours.encode_documents(texts, show_progress=False), theirs, repeats)
+        rows.append(_row(figure, "SentenceTransformer.encode", len(texts), times))
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -245,9 +255,11 @@ def extrapolate(rows: dict[str, Row], docs: int, bm25_bytes: int = 0) -> list[st
         per_query_doc = rows["hybrid"].ours_median_s / rows["hybrid"].items / docs
         seconds = sum(n * q * per_query_doc for n, q in BRIGHT_SIZES.values())
         lines.append(f"- hybrid fusion, every BRIGHT query, per alpha: {seconds:.1f} s")
-    if "encode" in rows:
-        rate = rows["encode"].items / rows["encode"].ours_median_s
-        lines.append(f"- MiniLM over all {total_docs:,} BRIGHT documents on this CPU: {total_docs / rate / 3600:.1f} h")
+    for key, label in (("encode", ""), ("encode_compiled", ", --encoder_compile")):
+        if key in rows:
+            rate = rows[key].items / rows[key].ours_median_s
+            hours = total_docs / rate / 3600
+            lines.append(f"- MiniLM{label} over all {total_docs:,} BRIGHT documents on this CPU: {hours:.1f} h")
     lines.append(f"- float32 embeddings of all BRIGHT corpora at 3,584-d (Qwen2.5-7B): {total_docs * 3584 * 4 / 1e9:.1f} GB")
     largest, (largest_docs, _) = max(BRIGHT_SIZES.items(), key=lambda item: item[1][0])
     lines.append(
@@ -307,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows["hybrid"] = compare_hybrid(vectors, index, queries[: args.hybrid_queries], args.repeats)[0]
     if "encode" in args.only:
         docs = word_salad(pseudo_words(5_000, rng), args.encode_docs, 150, rng)
-        rows["encode"] = compare_encode(docs, args.repeats, batch_size=32)[0]
+        rows["encode"], rows["encode_compiled"] = compare_encode(docs, args.repeats, batch_size=32)
     print("\n| figure | ours | anchor | ratio |\n|---|---|---|---|")
     for row in rows.values():
         print(row.line())

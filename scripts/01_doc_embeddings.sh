@@ -25,6 +25,7 @@ ENCODER_URL="${ENCODER_URL:-}"
 DOC_MAX_LEN="${DOC_MAX_LEN:-}"                 # tokens incl. EOS; empty: the model's own limit
 ENCODE_GPUS="${ENCODE_GPUS:-}"                 # e.g. 0,1,2,3: one encoding worker per GPU
 SHARD_SIZE="${SHARD_SIZE:-}"                   # documents per resumable part; empty: encode_corpus's default
+ENCODER_COMPILE="${ENCODER_COMPILE:-0}"        # 1: torch.compile the model (one-off compile, faster batches)
 
 if [ $# -lt 2 ]; then
   echo "usage: $0 MODEL SPLIT [SPLIT ...]" >&2
@@ -42,6 +43,11 @@ if [ -n "$POOLING" ]; then args+=(--pooling "$POOLING"); fi
 if [ -n "$ENCODER_URL" ]; then args+=(--encoder_url "$ENCODER_URL"); fi
 if [ -n "$DOC_MAX_LEN" ]; then args+=(--doc_max_len "$DOC_MAX_LEN"); fi
 if [ -n "$SHARD_SIZE" ]; then args+=(--shard_size "$SHARD_SIZE"); fi
+case "$ENCODER_COMPILE" in
+  1) args+=(--encoder_compile) ;;
+  0) ;;
+  *) echo "ENCODER_COMPILE=$ENCODER_COMPILE: use 1 (torch.compile the encoder) or 0" >&2; exit 2 ;;
+esac
 
 cd "$REPO_ROOT"
 IFS=, read -r -a gpus <<< "$ENCODE_GPUS"

@@ -6,7 +6,7 @@ flags from :func:`add_encoder_arguments`, with one spelling each::
 
     --model_path --tokenizer --pooling --text_format --eos_token --instruction_task --query_instruction
     --query_max_len --doc_max_len --encode_batch_size --dtype --device --trust_remote_code
-    --encoder_backend --encoder_url --served_model_name --encoder_concurrency
+    --encoder_backend --encoder_url --served_model_name --encoder_concurrency --encoder_compile
 
 ``--eos_token`` forces the EOS string a format appends (instead of the tokenizer's: the RaDeR reference's
 query path hard-coded Qwen2.5-14B-Instruct's ``<|im_end|>`` for every checkpoint, spec §10 pitfall 6); a
@@ -48,6 +48,7 @@ NO_INSTRUCTION = "none"
 # Encoder flags that change how fast vectors are computed, never which: informational in every stage.
 INFORMATIONAL_ENCODER_FLAGS = (
     "encode_batch_size", "device", "encoder_backend", "encoder_url", "served_model_name", "encoder_concurrency",
+    "encoder_compile",
 )  # fmt: skip
 # The pooling each BRIGHT-baseline format was run with (spec evaluation.md §3), when --pooling is not given.
 FORMAT_POOLINGS = {
@@ -80,6 +81,7 @@ class EncoderFlags:
     encoder_url: str | None = None
     served_model_name: str | None = None
     encoder_concurrency: int | None = None  # vllm-server only; None: EncoderConfig's default
+    encoder_compile: bool = False  # transformers only
     trust_remote_code: bool | None = None  # None: the retriever key's choice (False without one)
 
     @classmethod
@@ -143,6 +145,7 @@ class EncoderFlags:
             server_url=self.encoder_url,
             served_model_name=self.served_model_name,
             trust_remote_code=bool(self.trust_remote_code),
+            compile=self.encoder_compile,
             **({"concurrency": self.encoder_concurrency} if self.encoder_concurrency is not None else {}),
         )
 
@@ -215,6 +218,12 @@ def add_encoder_arguments(
         help=f"vllm-server: embedding requests in flight at once (default {EncoderConfig.concurrency})",
     )
     flag(
+        "encoder_compile",
+        action="store_true",
+        default=d.encoder_compile,
+        help="transformers: torch.compile the model; a one-off compile (~15 s per graph on CPU) for faster batches",
+    )
+    flag(
         "trust_remote_code",
         action=argparse.BooleanOptionalAction,
         default=d.trust_remote_code,
@@ -234,6 +243,11 @@ def check_encoder_flags(flags: EncoderFlags, flag_prefix: str = "") -> str | Non
             )
         if flags.encoder_concurrency < 1:
             return f"--{flag_prefix}encoder_concurrency must be >= 1, got {flags.encoder_concurrency}"
+    if flags.encoder_compile and flags.encoder_backend != "transformers":
+        return (
+            f"--{flag_prefix}encoder_compile compiles the in-process model; a vLLM server compiles its own, "
+            f"so drop it with --{flag_prefix}encoder_backend {flags.encoder_backend}"
+        )
     if flags.encoder_backend == "vllm-server" and not flags.encoder_url:
         return f"--{flag_prefix}encoder_backend vllm-server needs --{flag_prefix}encoder_url (e.g. http://127.0.0.1:8002)"
     if flags.eos_token is not None:

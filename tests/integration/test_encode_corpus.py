@@ -162,11 +162,11 @@ def test_build_then_reuse(
 def test_caches_are_content_addressed(minilm_dir: Path, clean_build: tuple[Path, str],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A determining setting (the document length) gets a cache of its own beside the first; an informational
-    one (the batch size) reuses it."""
+    one (the batch size, compiling) reuses it."""
     root, _ = clean_build
     first = _cache(root, minilm_dir)
     before = _snapshot(first)
-    assert encode_corpus.main(_argv(minilm_dir, root, "--encode_batch_size", "4")) == 0
+    assert encode_corpus.main(_argv(minilm_dir, root, "--encode_batch_size", "4", "--encoder_compile")) == 0
     assert "champ: reused 89 docs" in capsys.readouterr().out and _snapshot(first) == before
     assert encode_corpus.main(_argv(minilm_dir, root, "--doc_max_len", "32")) == 0
     caches = sorted(p.parent.parent.name for p in (root / "doc_emb").glob("*/champ/meta.json"))
@@ -260,7 +260,8 @@ def test_shell_script_end_to_end(minilm_dir: Path, champ_mirror: Path, tmp_path:
 def test_stage_6_and_the_dense_server_reuse_the_cache_stage_1_wrote(
     minilm_dir: Path, champ_mirror: Path, tmp_path: Path
 ) -> None:
-    """One cache-naming rule: scripts/01 writes it, scripts/06 and a retriever server read it, nothing re-encodes."""
+    """One cache-naming rule: scripts/01 writes it, scripts/06 and a retriever server read it, nothing re-encodes
+    (stage 1 compiled its encoder, which does not name the cache)."""
     env = {
         **os.environ,
         "RADER_ENV_FILE": str(tmp_path / "no.env"),
@@ -273,9 +274,11 @@ def test_stage_6_and_the_dense_server_reuse_the_cache_stage_1_wrote(
         "SERVER_RUN_DIR": str(tmp_path / "servers"),
     }
     stage1 = subprocess.run(["bash", str(REPO_ROOT / "scripts/01_doc_embeddings.sh"), str(minilm_dir), "champ"],
-                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                            env={**env, "ENCODER_COMPILE": "1"}, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert stage1.returncode == 0, stage1.stderr[-3000:]
+    assert "torch.compile (dynamic shapes)" in stage1.stderr
     directory = _cache(tmp_path / "cache", minilm_dir)
+    assert json.loads((directory / "encode_config.json").read_text())["settings"]["encoder_compile"] is True
     stamp = (directory / "embeddings.npy").stat().st_mtime_ns
 
     eval_env = {**env, "TASKS": "champ", "QUERY_TYPES": "original", "OUTPUT_DIR": str(tmp_path / "bright")}

@@ -442,6 +442,18 @@ def test_encoder_concurrency_flag_reaches_the_client_and_is_refused_in_process()
     assert check_encoder_flags(zero) == "--encoder_concurrency must be >= 1, got 0"
 
 
+def test_encoder_compile_flag_reaches_the_config_and_is_refused_with_a_server() -> None:
+    parser = argparse.ArgumentParser()
+    add_encoder_arguments(parser)
+    flags = EncoderFlags.from_args(parser.parse_args(["--model_path", "m", "--encoder_compile"]))
+    assert check_encoder_flags(flags) is None and flags.encoder_config().compile is True
+    assert EncoderFlags(model_path="m").encoder_config().compile is False
+    served = dataclasses.replace(flags, encoder_backend="vllm-server", encoder_url="http://h:1")
+    assert "--encoder_compile compiles the in-process model" in (check_encoder_flags(served) or "")
+    with pytest.raises(ValueError, match="compile"):
+        EncoderConfig("m", pooling="mean", compile=True, backend="vllm-server", server_url="http://h:1")
+
+
 def test_vllm_client_without_tokenizer_needs_explicit_eos(tmp_path: Path) -> None:
     server = FakeEmbeddingsServer()
     with pytest.raises(ValueError, match="set text_format.eos_token"):
@@ -536,3 +548,23 @@ def test_minilm_truncates_where_sentence_transformers_does(minilm: TransformersE
     assert minilm.describe("document")["model_max_len"] == 256
     longer = minilm.with_options(doc_max_len=512).encode_documents(docs, show_progress=False)
     assert np.max(np.sum(reference * longer, axis=1)) < 0.9999  # a flag still overrides the model's limit
+
+
+@pytest.mark.slow
+def test_compiled_minilm_gives_sentence_transformers_vectors(minilm_dir: Path) -> None:
+    """torch.compile'd batches (padded and unpadded) and the eager one-row batch all match the reference."""
+    from sentence_transformers import SentenceTransformer
+
+    rng = np.random.default_rng(1)
+    words = ["theorem", "prime", "integer", "divides", "sum", "product", "triangle", "angle", "proof", "lemma"]
+    docs = [" ".join(rng.choice(words, size=n)) for n in (400, 400, 300, 300, 30, 5, 120, 60, 2)]
+    config = EncoderConfig(str(minilm_dir), pooling="mean", text_format=PLAIN, batch_size=2, compile=True)
+    encoder = build_encoder(config)
+    assert isinstance(encoder, TransformersEncoder) and encoder._compiled is not None
+    # Longest first in batches of 2: two at 256 tokens (unpadded), two padded ones, then [2] alone (eager).
+    ours = encoder.encode_documents(docs, show_progress=False)
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(docs, normalize_embeddings=True)
+    assert np.min(np.sum(reference * ours, axis=1)) >= 0.9999
+    np.testing.assert_array_equal(ours, encoder.encode_documents(docs, show_progress=False))
+    with pytest.raises(ValueError, match="compile"):
+        encoder.with_options(compile=False)

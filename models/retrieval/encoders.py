@@ -493,14 +493,16 @@ class TransformersEncoder(Encoder):
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        self._compiled = None  # it holds the model too
 
 
 def compile_for_inference(model: Any, device: Any) -> Any:
     """``torch.compile`` with dynamic shapes, so batches of any width share one graph.
 
-    Inductor fuses the layer norms, GELUs and attention glue the eager model runs op by op (MiniLM on
-    two CPU cores: about 1.2x). The cost is a one-off compile per graph (about 15 s on CPU; batches with
-    and without padding are two graphs), worth it for a corpus, not for a handful of queries.
+    Inductor fuses the layer norms, GELUs and attention glue that the eager model runs op by op (MiniLM
+    on two CPU cores: 1.15x sentence-transformers' speed in ``benchmarks.compare``). The cost is a
+    one-off compile per graph (about 15 s on CPU; batches with and without padding are two graphs),
+    worth it for a corpus, not for a handful of queries.
     """
     import torch
 

@@ -37,17 +37,15 @@ as_root() {
     log "need root to run: $*"; return 1; fi
 }
 
-# Java (JDK, not only a JRE) for the Lucene English analyzer used by BRIGHT's BM25 (pyserini + pyjnius).
-if ! command -v javac >/dev/null 2>&1; then
-  log "installing openjdk-17-jdk-headless (Lucene analyzer for BM25)"
+# Java (JDK, not only a JRE) for the Lucene English analyzer used by BRIGHT's BM25 (pyserini + pyjnius), and a
+# C++ compiler for torch.compile's CPU code generation (--encoder_compile): one apt run for whatever is missing.
+apt_packages=()
+command -v javac >/dev/null 2>&1 || apt_packages+=(openjdk-17-jdk-headless)
+command -v g++ >/dev/null 2>&1 || command -v clang++ >/dev/null 2>&1 || apt_packages+=(g++)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  log "installing ${apt_packages[*]} (Lucene analyzer for BM25; torch.compile on CPU)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
-fi
-# A C++ compiler for torch.compile's CPU code generation (--encoder_compile).
-if ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
-  log "installing g++ (torch.compile on CPU)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq g++ >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 if [ -z "${JAVA_HOME:-}" ]; then
   JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")"

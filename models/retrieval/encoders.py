@@ -60,6 +60,7 @@ from models.retrieval.text_formats import (
 
 if TYPE_CHECKING:
     import httpx
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -496,7 +497,7 @@ class TransformersEncoder(Encoder):
         self._compiled = None  # it holds the model too
 
 
-def compile_for_inference(model: Any, device: Any) -> Any:
+def compile_for_inference(model: torch.nn.Module, device: torch.device) -> Any:
     """``torch.compile`` with dynamic shapes, so batches of any width share one graph.
 
     Inductor fuses the layer norms, GELUs and attention glue that the eager model runs op by op (MiniLM
